@@ -1,0 +1,220 @@
+//! Typed messages and their payload layouts (all integers little endian).
+//!
+//! | type | message    | payload                                   | bytes |
+//! |------|------------|-------------------------------------------|-------|
+//! | 0x01 | Hello      | version u8                                | 1     |
+//! | 0x81 | HelloAck   | version u8, capabilities u32              | 5     |
+//! | 0x02 | WriteMsr   | msr u32, value u64                        | 12    |
+//! | 0x82 | WriteAck   | status u8                                 | 1     |
+//! | 0x03 | ReadMsr    | msr u32                                   | 4     |
+//! | 0x83 | ReadAck    | status u8, value u64 (0 unless status Ok) | 9     |
+//! | 0xFF | Nak        | reason u8                                 | 1     |
+
+use crate::frame::{encode_frame, FrameBuf, RawFrame, MAX_PAYLOAD};
+
+pub mod kind {
+    pub const HELLO: u8 = 0x01;
+    pub const WRITE_MSR: u8 = 0x02;
+    pub const READ_MSR: u8 = 0x03;
+    /// Set in the type of every response.
+    pub const RESPONSE_BIT: u8 = 0x80;
+    pub const HELLO_ACK: u8 = HELLO | RESPONSE_BIT;
+    pub const WRITE_ACK: u8 = WRITE_MSR | RESPONSE_BIT;
+    pub const READ_ACK: u8 = READ_MSR | RESPONSE_BIT;
+    pub const NAK: u8 = 0xFF;
+}
+
+/// Debuggee capability bits announced in `HelloAck`.
+pub mod caps {
+    /// Writes are executed by a real VMX hypervisor (hardware or Bochs).
+    pub const REAL_VMX: u32 = 1 << 0;
+    /// Writes are executed on the software VMX model (the `sim` target).
+    pub const SOFTWARE_MODEL: u32 = 1 << 1;
+    /// A guest observes its MSRs and reports them out of band.
+    pub const GUEST_OBSERVER: u32 = 1 << 2;
+}
+
+/// Outcome of an executed MSR request.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum WireStatus {
+    Ok = 0,
+    /// WRMSR/RDMSR would raise #GP, or the value is one the processor refuses.
+    GeneralProtection = 1,
+}
+
+/// Why the debuggee refused to execute a request at all.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum NakReason {
+    /// The request carries a session other than the debuggee's current one
+    /// (the debuggee restarted, or another client performed a handshake).
+    BadSession = 1,
+    /// The handshake asked for a protocol version the debuggee does not speak.
+    UnsupportedVersion = 2,
+    /// Unknown request type.
+    UnknownType = 3,
+    /// The payload length does not fit the request type.
+    BadPayload = 4,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Message {
+    Hello { version: u8 },
+    HelloAck { version: u8, capabilities: u32 },
+    WriteMsr { msr: u32, value: u64 },
+    WriteAck { status: WireStatus },
+    ReadMsr { msr: u32 },
+    ReadAck { status: WireStatus, value: u64 },
+    Nak { reason: NakReason },
+}
+
+/// A CRC-valid frame whose content is not a message.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ParseError {
+    UnknownType(u8),
+    BadLength { kind: u8, len: u8 },
+    BadStatus(u8),
+    BadReason(u8),
+}
+
+impl WireStatus {
+    fn from_byte(b: u8) -> Result<Self, ParseError> {
+        match b {
+            0 => Ok(WireStatus::Ok),
+            1 => Ok(WireStatus::GeneralProtection),
+            other => Err(ParseError::BadStatus(other)),
+        }
+    }
+}
+
+impl NakReason {
+    fn from_byte(b: u8) -> Result<Self, ParseError> {
+        match b {
+            1 => Ok(NakReason::BadSession),
+            2 => Ok(NakReason::UnsupportedVersion),
+            3 => Ok(NakReason::UnknownType),
+            4 => Ok(NakReason::BadPayload),
+            other => Err(ParseError::BadReason(other)),
+        }
+    }
+}
+
+fn u32_at(p: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&p[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+fn u64_at(p: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&p[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+impl Message {
+    pub fn kind(&self) -> u8 {
+        match self {
+            Message::Hello { .. } => kind::HELLO,
+            Message::HelloAck { .. } => kind::HELLO_ACK,
+            Message::WriteMsr { .. } => kind::WRITE_MSR,
+            Message::WriteAck { .. } => kind::WRITE_ACK,
+            Message::ReadMsr { .. } => kind::READ_MSR,
+            Message::ReadAck { .. } => kind::READ_ACK,
+            Message::Nak { .. } => kind::NAK,
+        }
+    }
+
+    pub fn is_response(&self) -> bool {
+        self.kind() & kind::RESPONSE_BIT != 0
+    }
+
+    /// Writes the payload into `out`, returning its length.
+    pub fn encode_payload(&self, out: &mut [u8; MAX_PAYLOAD]) -> usize {
+        match *self {
+            Message::Hello { version } => {
+                out[0] = version;
+                1
+            }
+            Message::HelloAck {
+                version,
+                capabilities,
+            } => {
+                out[0] = version;
+                out[1..5].copy_from_slice(&capabilities.to_le_bytes());
+                5
+            }
+            Message::WriteMsr { msr, value } => {
+                out[0..4].copy_from_slice(&msr.to_le_bytes());
+                out[4..12].copy_from_slice(&value.to_le_bytes());
+                12
+            }
+            Message::WriteAck { status } => {
+                out[0] = status as u8;
+                1
+            }
+            Message::ReadMsr { msr } => {
+                out[0..4].copy_from_slice(&msr.to_le_bytes());
+                4
+            }
+            Message::ReadAck { status, value } => {
+                out[0] = status as u8;
+                out[1..9].copy_from_slice(&value.to_le_bytes());
+                9
+            }
+            Message::Nak { reason } => {
+                out[0] = reason as u8;
+                1
+            }
+        }
+    }
+
+    /// Encodes the message as a complete frame.
+    pub fn to_frame(&self, session: u8, seq: u16) -> FrameBuf {
+        let mut payload = [0u8; MAX_PAYLOAD];
+        let len = self.encode_payload(&mut payload);
+        encode_frame(self.kind(), session, seq, &payload[..len])
+    }
+
+    /// Interprets a CRC-valid frame. Lengths must match exactly: a frame
+    /// with trailing bytes is as suspect as a short one.
+    pub fn parse(frame: &RawFrame) -> Result<Message, ParseError> {
+        let p = frame.payload();
+        let want = match frame.kind {
+            kind::HELLO | kind::WRITE_ACK | kind::NAK => 1,
+            kind::HELLO_ACK => 5,
+            kind::WRITE_MSR => 12,
+            kind::READ_MSR => 4,
+            kind::READ_ACK => 9,
+            other => return Err(ParseError::UnknownType(other)),
+        };
+        if p.len() != want {
+            return Err(ParseError::BadLength {
+                kind: frame.kind,
+                len: frame.len,
+            });
+        }
+        Ok(match frame.kind {
+            kind::HELLO => Message::Hello { version: p[0] },
+            kind::HELLO_ACK => Message::HelloAck {
+                version: p[0],
+                capabilities: u32_at(p, 1),
+            },
+            kind::WRITE_MSR => Message::WriteMsr {
+                msr: u32_at(p, 0),
+                value: u64_at(p, 4),
+            },
+            kind::WRITE_ACK => Message::WriteAck {
+                status: WireStatus::from_byte(p[0])?,
+            },
+            kind::READ_MSR => Message::ReadMsr { msr: u32_at(p, 0) },
+            kind::READ_ACK => Message::ReadAck {
+                status: WireStatus::from_byte(p[0])?,
+                value: u64_at(p, 1),
+            },
+            _ => Message::Nak {
+                reason: NakReason::from_byte(p[0])?,
+            },
+        })
+    }
+}
