@@ -2,7 +2,7 @@
 //!
 //! | type | message    | payload                                   | bytes |
 //! |------|------------|-------------------------------------------|-------|
-//! | 0x01 | Hello      | version u8                                | 1     |
+//! | 0x01 | Hello      | version u8, nonce u32                     | 5     |
 //! | 0x81 | HelloAck   | version u8, capabilities u32              | 5     |
 //! | 0x02 | WriteMsr   | msr u32, value u64                        | 12    |
 //! | 0x82 | WriteAck   | status u8                                 | 1     |
@@ -60,13 +60,34 @@ pub enum NakReason {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Message {
-    Hello { version: u8 },
-    HelloAck { version: u8, capabilities: u32 },
-    WriteMsr { msr: u32, value: u64 },
-    WriteAck { status: WireStatus },
-    ReadMsr { msr: u32 },
-    ReadAck { status: WireStatus, value: u64 },
-    Nak { reason: NakReason },
+    /// `nonce` is random per engine: together with the random starting
+    /// sequence number it keeps a new client's handshake from being mistaken
+    /// for a retransmission of an earlier client's.
+    Hello {
+        version: u8,
+        nonce: u32,
+    },
+    HelloAck {
+        version: u8,
+        capabilities: u32,
+    },
+    WriteMsr {
+        msr: u32,
+        value: u64,
+    },
+    WriteAck {
+        status: WireStatus,
+    },
+    ReadMsr {
+        msr: u32,
+    },
+    ReadAck {
+        status: WireStatus,
+        value: u64,
+    },
+    Nak {
+        reason: NakReason,
+    },
 }
 
 /// A CRC-valid frame whose content is not a message.
@@ -132,9 +153,10 @@ impl Message {
     /// Writes the payload into `out`, returning its length.
     pub fn encode_payload(&self, out: &mut [u8; MAX_PAYLOAD]) -> usize {
         match *self {
-            Message::Hello { version } => {
+            Message::Hello { version, nonce } => {
                 out[0] = version;
-                1
+                out[1..5].copy_from_slice(&nonce.to_le_bytes());
+                5
             }
             Message::HelloAck {
                 version,
@@ -181,8 +203,8 @@ impl Message {
     pub fn parse(frame: &RawFrame) -> Result<Message, ParseError> {
         let p = frame.payload();
         let want = match frame.kind {
-            kind::HELLO | kind::WRITE_ACK | kind::NAK => 1,
-            kind::HELLO_ACK => 5,
+            kind::WRITE_ACK | kind::NAK => 1,
+            kind::HELLO | kind::HELLO_ACK => 5,
             kind::WRITE_MSR => 12,
             kind::READ_MSR => 4,
             kind::READ_ACK => 9,
@@ -195,7 +217,10 @@ impl Message {
             });
         }
         Ok(match frame.kind {
-            kind::HELLO => Message::Hello { version: p[0] },
+            kind::HELLO => Message::Hello {
+                version: p[0],
+                nonce: u32_at(p, 1),
+            },
             kind::HELLO_ACK => Message::HelloAck {
                 version: p[0],
                 capabilities: u32_at(p, 1),

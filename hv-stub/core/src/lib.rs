@@ -1,1 +1,25 @@
+//! hv-stub's core, shared by every way hv-stub runs: the bare-metal
+//! hypervisor image (real VMX), the in-process `sim` target of libpulse and
+//! the `hv-stub-sim` server (both on the software model).
+//!
+//! * [`handler`]: the protocol side — sessions, exactly-once execution;
+//! * [`routing`]: where each MSR write lands so the guest sees it (SDM 26.3.2.1);
+//! * [`validate`]: values the processor refuses (#GP before anything changes);
+//! * [`vmx`]: the backend interface; [`model`]: the software VMX backend;
+//! * [`caps`]: processor capabilities and the model's CPU profiles;
+//! * [`msr`]: MSR indices, VMCS encodings, control bits.
 #![no_std]
+#![forbid(unsafe_code)]
+
+pub mod caps;
+pub mod handler;
+pub mod model;
+pub mod msr;
+pub mod routing;
+pub mod validate;
+pub mod vmx;
+
+pub use caps::CpuCaps;
+pub use handler::{HandlerStats, Stub};
+pub use model::SoftVmx;
+pub use vmx::{GpFault, MsrEntry, VmxBackend};

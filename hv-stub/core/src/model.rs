@@ -1,0 +1,719 @@
+//! The software VMX model: a VMCS, the processor's MSR file, a VM-entry
+//! MSR-load area and a simulated VM entry/exit that apply SDM Vol. 3C
+//! 26.3.1 (the guest-state checks on the MSR fields), 26.3.2.1 (loading the
+//! guest MSRs), 26.4 (the MSR-load area) and 27.3/27.5 (saving guest and
+//! loading host MSRs on VM exit). It backs the `sim` target and the host
+//! tests; the routing code cannot tell it from the real backend.
+//!
+//! Its default debuggee is what a user meets on real hardware under hv-stub:
+//! a 64-bit guest with paging on and every MSR load control the CPU allows
+//! enabled, with matching save/load exit controls.
+
+use crate::caps::CpuCaps;
+use crate::msr::{bits, entry, exit, field, index::*};
+use crate::validate::{self, is_canonical, pat_valid, EFER_VALID};
+use crate::vmx::{GpFault, MsrEntry, VmxBackend};
+
+/// VMCS fields the model holds.
+const FIELDS: [u32; 38] = [
+    field::VM_ENTRY_MSR_LOAD_ADDR,
+    field::VMCS_LINK_POINTER,
+    field::GUEST_IA32_DEBUGCTL,
+    field::GUEST_IA32_PAT,
+    field::GUEST_IA32_EFER,
+    field::GUEST_IA32_PERF_GLOBAL_CTRL,
+    field::GUEST_IA32_BNDCFGS,
+    field::GUEST_IA32_RTIT_CTL,
+    field::GUEST_IA32_PKRS,
+    field::HOST_IA32_PAT,
+    field::HOST_IA32_EFER,
+    field::HOST_IA32_PERF_GLOBAL_CTRL,
+    field::HOST_IA32_PKRS,
+    field::VM_EXIT_CONTROLS,
+    field::VM_ENTRY_CONTROLS,
+    field::VM_ENTRY_MSR_LOAD_COUNT,
+    field::GUEST_SMBASE,
+    field::GUEST_IA32_SYSENTER_CS,
+    field::HOST_IA32_SYSENTER_CS,
+    field::GUEST_CR0,
+    field::GUEST_CR4,
+    field::GUEST_FS_BASE,
+    field::GUEST_GS_BASE,
+    field::GUEST_IA32_SYSENTER_ESP,
+    field::GUEST_IA32_SYSENTER_EIP,
+    field::GUEST_IA32_S_CET,
+    field::GUEST_SSP,
+    field::GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR,
+    field::HOST_CR4,
+    field::HOST_FS_BASE,
+    field::HOST_GS_BASE,
+    field::HOST_IA32_SYSENTER_ESP,
+    field::HOST_IA32_SYSENTER_EIP,
+    field::HOST_IA32_S_CET,
+    field::HOST_SSP,
+    field::HOST_IA32_INTERRUPT_SSP_TABLE_ADDR,
+    0x2000, // I/O bitmap A address, a stand-in so the table is not all MSR state
+    0x2004, // I/O bitmap B address
+];
+
+/// MSRs the model's processor may implement (filtered by its capabilities).
+const MSRS: [u32; 21] = [
+    IA32_FEATURE_CONTROL,
+    IA32_SYSENTER_CS,
+    IA32_SYSENTER_ESP,
+    IA32_SYSENTER_EIP,
+    IA32_DEBUGCTL,
+    IA32_PAT,
+    IA32_PERF_GLOBAL_CTRL,
+    IA32_RTIT_CTL,
+    IA32_S_CET,
+    IA32_INTERRUPT_SSP_TABLE_ADDR,
+    IA32_PKRS,
+    IA32_BNDCFGS,
+    IA32_EFER,
+    IA32_STAR,
+    IA32_LSTAR,
+    IA32_CSTAR,
+    IA32_FMASK,
+    IA32_FS_BASE,
+    IA32_GS_BASE,
+    IA32_KERNEL_GS_BASE,
+    IA32_TSC_AUX,
+];
+
+/// Capacity of the model's VM-entry MSR-load area.
+pub const LOAD_AREA_CAPACITY: usize = 8;
+
+/// Power-on IA32_PAT: WB, WT, UC-, UC repeated.
+pub const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
+/// The debuggee's EFER: SCE, LME, LMA, NXE.
+pub const EFER_LONG_MODE: u64 = 0xD01;
+/// A 64-bit guest with paging: PE, MP, ET, NE, WP, AM, PG.
+pub const GUEST_CR0_DEFAULT: u64 = 0x8005_0033;
+/// Locked, VMX outside SMX enabled (what Bochs and firmware leave).
+pub const FEATURE_CONTROL_DEFAULT: u64 = 0x5;
+
+/// Why a simulated VM entry failed (SDM 26.3.1 / 26.4); hardware would
+/// report VMfailValid or an exit with reason 33/34.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EntryFailure {
+    /// A control is 1 that the processor does not allow.
+    ControlNotAllowed,
+    /// An invalid guest-state field (exit reason 33); names the field.
+    InvalidGuestState(u32),
+    /// The MSR-load area entry at this index could not be loaded (exit
+    /// reason 34).
+    MsrLoading(usize),
+}
+
+/// What the model counts, so tests can prove exactly-once execution.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct ModelStats {
+    pub vmwrites: u64,
+    pub wrmsrs: u64,
+    pub vm_entries: u64,
+    pub entry_failures: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Root,
+    Guest,
+}
+
+#[derive(Clone)]
+pub struct SoftVmx {
+    caps: CpuCaps,
+    vmcs: [(u32, u64); FIELDS.len()],
+    msrs: [(u32, u64); MSRS.len()],
+    msr_count: usize,
+    load_area: [MsrEntry; LOAD_AREA_CAPACITY],
+    feature_control_shadow: u64,
+    mode: Mode,
+    stats: ModelStats,
+}
+
+/// Exit controls that mirror each entry load control, so that the host and
+/// guest values are switched symmetrically as hv-stub configures them.
+pub fn exit_partner(entry_control: u32) -> u32 {
+    match entry_control {
+        entry::LOAD_DEBUG_CONTROLS => exit::SAVE_DEBUG_CONTROLS,
+        entry::LOAD_IA32_PERF_GLOBAL_CTRL => exit::LOAD_IA32_PERF_GLOBAL_CTRL,
+        entry::LOAD_IA32_PAT => exit::SAVE_IA32_PAT | exit::LOAD_IA32_PAT,
+        entry::LOAD_IA32_EFER => exit::SAVE_IA32_EFER | exit::LOAD_IA32_EFER,
+        entry::LOAD_IA32_BNDCFGS => exit::CLEAR_IA32_BNDCFGS,
+        entry::LOAD_IA32_RTIT_CTL => exit::CLEAR_IA32_RTIT_CTL,
+        entry::LOAD_CET_STATE => exit::LOAD_CET_STATE,
+        entry::LOAD_PKRS => exit::LOAD_PKRS,
+        _ => 0,
+    }
+}
+
+/// The MSR load controls hv-stub turns on wherever the CPU allows them.
+pub const MSR_LOAD_CONTROLS: [u32; 8] = [
+    entry::LOAD_DEBUG_CONTROLS,
+    entry::LOAD_IA32_PERF_GLOBAL_CTRL,
+    entry::LOAD_IA32_PAT,
+    entry::LOAD_IA32_EFER,
+    entry::LOAD_IA32_BNDCFGS,
+    entry::LOAD_IA32_RTIT_CTL,
+    entry::LOAD_CET_STATE,
+    entry::LOAD_PKRS,
+];
+
+impl SoftVmx {
+    /// A debuggee as hv-stub leaves it: root mode between VM exits, a 64-bit
+    /// guest, every allowed MSR load control on.
+    pub fn new(caps: CpuCaps) -> Self {
+        let mut vmx = SoftVmx {
+            caps,
+            vmcs: [(0, 0); FIELDS.len()],
+            msrs: [(0, 0); MSRS.len()],
+            msr_count: 0,
+            load_area: [MsrEntry::default(); LOAD_AREA_CAPACITY],
+            feature_control_shadow: FEATURE_CONTROL_DEFAULT,
+            mode: Mode::Root,
+            stats: ModelStats::default(),
+        };
+        for (slot, &f) in vmx.vmcs.iter_mut().zip(FIELDS.iter()) {
+            *slot = (f, 0);
+        }
+        for &msr in MSRS.iter() {
+            let present = !matches!(
+                validate::wrmsr_check(msr, 0, &caps),
+                Some(Err(validate::Refusal::NotPresent))
+            );
+            if present {
+                vmx.msrs[vmx.msr_count] = (msr, 0);
+                vmx.msr_count += 1;
+            }
+        }
+        vmx.power_on_state();
+        vmx
+    }
+
+    fn power_on_state(&mut self) {
+        let mut controls = entry::IA32E_MODE_GUEST;
+        let mut exits = exit::HOST_ADDRESS_SPACE_SIZE;
+        for control in MSR_LOAD_CONTROLS {
+            if self.caps.entry_allowed(control) {
+                controls |= control;
+                exits |= exit_partner(control) & self.caps.exit_allowed1;
+            }
+        }
+        let kernel = 0xFFFF_F800_0010_0000u64;
+        let host = 0xFFFF_8000_0020_0000u64;
+        for (f, v) in [
+            (field::VM_ENTRY_CONTROLS, u64::from(controls)),
+            (field::VM_EXIT_CONTROLS, u64::from(exits)),
+            (field::VMCS_LINK_POINTER, u64::MAX),
+            (field::GUEST_CR0, GUEST_CR0_DEFAULT),
+            (field::GUEST_CR4, 0x2020), // PAE, VMXE
+            (field::GUEST_IA32_EFER, EFER_LONG_MODE),
+            (field::GUEST_IA32_PAT, PAT_DEFAULT),
+            (field::GUEST_IA32_SYSENTER_CS, 0x10),
+            (field::GUEST_IA32_SYSENTER_ESP, kernel + 0x8000),
+            (field::GUEST_IA32_SYSENTER_EIP, kernel + 0x1000),
+            (field::GUEST_GS_BASE, kernel + 0x4_0000),
+            (field::GUEST_SMBASE, 0x3_0000),
+            (field::HOST_CR4, 0x2020),
+            (field::HOST_IA32_EFER, EFER_LONG_MODE),
+            (field::HOST_IA32_PAT, PAT_DEFAULT),
+            (field::HOST_IA32_SYSENTER_CS, 0x8),
+            (field::HOST_IA32_SYSENTER_ESP, host + 0x8000),
+            (field::HOST_IA32_SYSENTER_EIP, host + 0x1000),
+            (field::HOST_GS_BASE, host + 0x4_0000),
+        ] {
+            self.set_field(f, v);
+        }
+        // Live MSRs hold the host's values while in root mode.
+        for (msr, v) in [
+            (IA32_FEATURE_CONTROL, FEATURE_CONTROL_DEFAULT),
+            (IA32_EFER, EFER_LONG_MODE),
+            (IA32_PAT, PAT_DEFAULT),
+            (IA32_SYSENTER_CS, 0x8),
+            (IA32_SYSENTER_ESP, host + 0x8000),
+            (IA32_SYSENTER_EIP, host + 0x1000),
+            (IA32_GS_BASE, host + 0x4_0000),
+            (IA32_STAR, 0x0023_0010_0000_0000),
+            (IA32_LSTAR, kernel + 0x2000),
+            (IA32_CSTAR, kernel + 0x3000),
+            (IA32_FMASK, 0x4_7700),
+        ] {
+            self.set_live(msr, v);
+        }
+    }
+
+    pub fn caps(&self) -> &CpuCaps {
+        &self.caps
+    }
+
+    pub fn stats(&self) -> ModelStats {
+        self.stats
+    }
+
+    fn field_slot(&self, f: u32) -> Option<usize> {
+        self.vmcs.iter().position(|&(k, _)| k == f)
+    }
+
+    fn field(&self, f: u32) -> u64 {
+        self.field_slot(f).map_or(0, |i| self.vmcs[i].1)
+    }
+
+    fn set_field(&mut self, f: u32, v: u64) {
+        if let Some(i) = self.field_slot(f) {
+            self.vmcs[i].1 = v;
+        }
+    }
+
+    fn msr_slot(&self, msr: u32) -> Option<usize> {
+        self.msrs[..self.msr_count]
+            .iter()
+            .position(|&(k, _)| k == msr)
+    }
+
+    /// Sets a live MSR without any check (state set-up and VM entry/exit).
+    fn set_live(&mut self, msr: u32, value: u64) {
+        if let Some(i) = self.msr_slot(msr) {
+            self.msrs[i].1 = value;
+        }
+    }
+
+    fn live(&self, msr: u32) -> Option<u64> {
+        self.msr_slot(msr).map(|i| self.msrs[i].1)
+    }
+
+    fn entry_controls(&self) -> u32 {
+        self.field(field::VM_ENTRY_CONTROLS) as u32
+    }
+
+    fn exit_controls(&self) -> u32 {
+        self.field(field::VM_EXIT_CONTROLS) as u32
+    }
+
+    /// Turns an MSR load entry control (and its exit partners) on or off, as
+    /// a hypervisor that does or does not switch that MSR would. Returns
+    /// false if the processor does not allow the control.
+    pub fn set_load_control(&mut self, control: u32, on: bool) -> bool {
+        if on && !self.caps.entry_allowed(control) {
+            return false;
+        }
+        let partner = exit_partner(control) & self.caps.exit_allowed1;
+        let (e, x) = (self.entry_controls(), self.exit_controls());
+        let (e, x) = if on {
+            (e | control, x | partner)
+        } else {
+            (e & !control, x & !partner)
+        };
+        self.set_field(field::VM_ENTRY_CONTROLS, u64::from(e));
+        self.set_field(field::VM_EXIT_CONTROLS, u64::from(x));
+        true
+    }
+
+    pub fn load_control(&self, control: u32) -> bool {
+        self.entry_controls() & control != 0
+    }
+
+    /// Puts `msr` in the VM-entry MSR-load area with `value`. Returns false
+    /// if the area is full.
+    pub fn add_load_area_entry(&mut self, msr: u32, value: u64) -> bool {
+        let count = self.field(field::VM_ENTRY_MSR_LOAD_COUNT) as usize;
+        if count >= LOAD_AREA_CAPACITY {
+            return false;
+        }
+        self.load_area[count] = MsrEntry {
+            index: msr,
+            reserved: 0,
+            value,
+        };
+        self.set_field(field::VM_ENTRY_MSR_LOAD_COUNT, (count + 1) as u64);
+        true
+    }
+
+    /// Hardware WRMSR: #GP for an absent MSR or a refused value.
+    fn hardware_wrmsr(&mut self, msr: u32, value: u64) -> Result<(), GpFault> {
+        let slot = self.msr_slot(msr).ok_or(GpFault)?;
+        match validate::wrmsr_check(msr, value, &self.caps) {
+            Some(Ok(())) => {}
+            _ => return Err(GpFault),
+        }
+        let value = match msr {
+            IA32_FEATURE_CONTROL if self.msrs[slot].1 & bits::FEATURE_CONTROL_LOCK != 0 => {
+                return Err(GpFault)
+            }
+            // LMA is read-only: the processor ignores the written bit.
+            IA32_EFER => (value & !bits::EFER_LMA) | (self.msrs[slot].1 & bits::EFER_LMA),
+            _ => value,
+        };
+        self.msrs[slot].1 = value;
+        self.stats.wrmsrs += 1;
+        Ok(())
+    }
+
+    fn check_guest_state(&self) -> Result<(), EntryFailure> {
+        let caps = &self.caps;
+        let controls = self.entry_controls();
+        if controls & !caps.entry_allowed1 != 0 || self.exit_controls() & !caps.exit_allowed1 != 0 {
+            return Err(EntryFailure::ControlNotAllowed);
+        }
+        let bad = |f: u32| Err(EntryFailure::InvalidGuestState(f));
+        let on = |c: u32| controls & c != 0;
+        let ia32e = on(entry::IA32E_MODE_GUEST);
+        let cr0 = self.field(field::GUEST_CR0);
+        let paging = cr0 & bits::CR0_PG != 0;
+        if ia32e && (!paging || self.field(field::GUEST_CR4) & 0x20 == 0) {
+            return bad(field::GUEST_CR0);
+        }
+        let canonical = |f: u32| is_canonical(self.field(f), caps);
+        for f in [
+            field::GUEST_IA32_SYSENTER_ESP,
+            field::GUEST_IA32_SYSENTER_EIP,
+            field::GUEST_FS_BASE,
+            field::GUEST_GS_BASE,
+        ] {
+            if !canonical(f) {
+                return bad(f);
+            }
+        }
+        let debugctl = self.field(field::GUEST_IA32_DEBUGCTL);
+        if on(entry::LOAD_DEBUG_CONTROLS) && debugctl & !caps.debugctl_valid != 0 {
+            return bad(field::GUEST_IA32_DEBUGCTL);
+        }
+        let perf = self.field(field::GUEST_IA32_PERF_GLOBAL_CTRL);
+        if on(entry::LOAD_IA32_PERF_GLOBAL_CTRL) && perf & !caps.perf_global_ctrl_valid() != 0 {
+            return bad(field::GUEST_IA32_PERF_GLOBAL_CTRL);
+        }
+        if on(entry::LOAD_IA32_PAT) && !pat_valid(self.field(field::GUEST_IA32_PAT)) {
+            return bad(field::GUEST_IA32_PAT);
+        }
+        if on(entry::LOAD_IA32_EFER) {
+            let efer = self.field(field::GUEST_IA32_EFER);
+            let lma = efer & bits::EFER_LMA != 0;
+            let lme = efer & bits::EFER_LME != 0;
+            if efer & !EFER_VALID != 0 || lma != ia32e || (paging && lma != lme) {
+                return bad(field::GUEST_IA32_EFER);
+            }
+        }
+        let field_ok = |control: u32, msr: u32, f: u32| {
+            !on(control)
+                || matches!(
+                    validate::wrmsr_check(msr, self.field(f), caps),
+                    Some(Ok(()))
+                )
+        };
+        for (control, msr, f) in [
+            (
+                entry::LOAD_IA32_BNDCFGS,
+                IA32_BNDCFGS,
+                field::GUEST_IA32_BNDCFGS,
+            ),
+            (
+                entry::LOAD_IA32_RTIT_CTL,
+                IA32_RTIT_CTL,
+                field::GUEST_IA32_RTIT_CTL,
+            ),
+            (entry::LOAD_PKRS, IA32_PKRS, field::GUEST_IA32_PKRS),
+            (entry::LOAD_CET_STATE, IA32_S_CET, field::GUEST_IA32_S_CET),
+            (
+                entry::LOAD_CET_STATE,
+                IA32_INTERRUPT_SSP_TABLE_ADDR,
+                field::GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR,
+            ),
+        ] {
+            if !field_ok(control, msr, f) {
+                return bad(f);
+            }
+        }
+        if on(entry::LOAD_CET_STATE) && !canonical(field::GUEST_SSP) {
+            return bad(field::GUEST_SSP);
+        }
+        Ok(())
+    }
+
+    /// SDM 26.4: each entry is loaded as by WRMSR; FS/GS base, SMM_MONITOR_CTL
+    /// and the x2APIC range may not appear; reserved bits must be 0.
+    fn check_load_area(&self) -> Result<(), EntryFailure> {
+        for (i, e) in self.area().iter().enumerate() {
+            let forbidden = matches!(e.index, IA32_FS_BASE | IA32_GS_BASE | IA32_SMM_MONITOR_CTL)
+                || e.index >> 8 == 0x8;
+            let loads = self.msr_slot(e.index).is_some()
+                && matches!(
+                    validate::wrmsr_check(e.index, e.value, &self.caps),
+                    Some(Ok(()))
+                );
+            if forbidden || e.reserved != 0 || !loads {
+                return Err(EntryFailure::MsrLoading(i));
+            }
+        }
+        Ok(())
+    }
+
+    fn area(&self) -> &[MsrEntry] {
+        let count = (self.field(field::VM_ENTRY_MSR_LOAD_COUNT) as usize).min(LOAD_AREA_CAPACITY);
+        &self.load_area[..count]
+    }
+
+    /// Simulated VM entry: checks, then loads the guest MSRs exactly as
+    /// SDM 26.3.2.1 and 26.4 describe. On failure nothing is loaded.
+    pub fn vm_entry(&mut self) -> Result<(), EntryFailure> {
+        assert_eq!(self.mode, Mode::Root, "VM entry from guest mode");
+        let checked = self
+            .check_guest_state()
+            .and_then(|_| self.check_load_area());
+        if let Err(failure) = checked {
+            self.stats.entry_failures += 1;
+            return Err(failure);
+        }
+        let controls = self.entry_controls();
+        let on = |c: u32| controls & c != 0;
+        if on(entry::LOAD_DEBUG_CONTROLS) {
+            self.set_live(IA32_DEBUGCTL, self.field(field::GUEST_IA32_DEBUGCTL));
+        }
+        // The field has 32 bits: bits 63:32 of the MSR are cleared.
+        self.set_live(
+            IA32_SYSENTER_CS,
+            self.field(field::GUEST_IA32_SYSENTER_CS) & 0xFFFF_FFFF,
+        );
+        self.set_live(
+            IA32_SYSENTER_ESP,
+            self.field(field::GUEST_IA32_SYSENTER_ESP),
+        );
+        self.set_live(
+            IA32_SYSENTER_EIP,
+            self.field(field::GUEST_IA32_SYSENTER_EIP),
+        );
+        self.set_live(IA32_FS_BASE, self.field(field::GUEST_FS_BASE));
+        self.set_live(IA32_GS_BASE, self.field(field::GUEST_GS_BASE));
+        let ia32e = on(entry::IA32E_MODE_GUEST);
+        if on(entry::LOAD_IA32_EFER) {
+            self.set_live(IA32_EFER, self.field(field::GUEST_IA32_EFER));
+        } else {
+            let mut efer = self.live(IA32_EFER).unwrap_or(0);
+            efer = with_bit(efer, bits::EFER_LMA, ia32e);
+            if self.field(field::GUEST_CR0) & bits::CR0_PG != 0 {
+                efer = with_bit(efer, bits::EFER_LME, ia32e);
+            }
+            self.set_live(IA32_EFER, efer);
+        }
+        for (control, msr, f) in [
+            (
+                entry::LOAD_IA32_PERF_GLOBAL_CTRL,
+                IA32_PERF_GLOBAL_CTRL,
+                field::GUEST_IA32_PERF_GLOBAL_CTRL,
+            ),
+            (entry::LOAD_IA32_PAT, IA32_PAT, field::GUEST_IA32_PAT),
+            (
+                entry::LOAD_IA32_BNDCFGS,
+                IA32_BNDCFGS,
+                field::GUEST_IA32_BNDCFGS,
+            ),
+            (
+                entry::LOAD_IA32_RTIT_CTL,
+                IA32_RTIT_CTL,
+                field::GUEST_IA32_RTIT_CTL,
+            ),
+            (entry::LOAD_CET_STATE, IA32_S_CET, field::GUEST_IA32_S_CET),
+            (
+                entry::LOAD_CET_STATE,
+                IA32_INTERRUPT_SSP_TABLE_ADDR,
+                field::GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR,
+            ),
+            (entry::LOAD_PKRS, IA32_PKRS, field::GUEST_IA32_PKRS),
+        ] {
+            if on(control) {
+                self.set_live(msr, self.field(f));
+            }
+        }
+        let count = self.area().len();
+        for i in 0..count {
+            let e = self.load_area[i];
+            self.set_live(e.index, e.value);
+        }
+        self.mode = Mode::Guest;
+        self.stats.vm_entries += 1;
+        Ok(())
+    }
+
+    /// Simulated VM exit: saves the guest MSRs the controls ask for and
+    /// loads the host's (SDM 27.3.1, 27.5.1).
+    pub fn vm_exit(&mut self) {
+        assert_eq!(self.mode, Mode::Guest, "VM exit from root mode");
+        let exits = self.exit_controls();
+        let on = |c: u32| exits & c != 0;
+        let live = |s: &Self, msr| s.live(msr).unwrap_or(0);
+        for (msr, f) in [
+            (IA32_SYSENTER_CS, field::GUEST_IA32_SYSENTER_CS),
+            (IA32_SYSENTER_ESP, field::GUEST_IA32_SYSENTER_ESP),
+            (IA32_SYSENTER_EIP, field::GUEST_IA32_SYSENTER_EIP),
+            (IA32_FS_BASE, field::GUEST_FS_BASE),
+            (IA32_GS_BASE, field::GUEST_GS_BASE),
+        ] {
+            let v = live(self, msr);
+            self.set_field(
+                f,
+                if msr == IA32_SYSENTER_CS {
+                    v & 0xFFFF_FFFF
+                } else {
+                    v
+                },
+            );
+        }
+        if on(exit::SAVE_DEBUG_CONTROLS) {
+            self.set_field(field::GUEST_IA32_DEBUGCTL, live(self, IA32_DEBUGCTL));
+        }
+        if on(exit::SAVE_IA32_PAT) {
+            self.set_field(field::GUEST_IA32_PAT, live(self, IA32_PAT));
+        }
+        if on(exit::SAVE_IA32_EFER) {
+            self.set_field(field::GUEST_IA32_EFER, live(self, IA32_EFER));
+        }
+        // "IA-32e mode guest" is saved from the guest's EFER.LMA.
+        let lma = live(self, IA32_EFER) & bits::EFER_LMA != 0;
+        let ec = with_bit(
+            u64::from(self.entry_controls()),
+            u64::from(entry::IA32E_MODE_GUEST),
+            lma,
+        );
+        self.set_field(field::VM_ENTRY_CONTROLS, ec);
+
+        // Host state.
+        self.set_live(IA32_DEBUGCTL, 0);
+        self.set_live(
+            IA32_SYSENTER_CS,
+            self.field(field::HOST_IA32_SYSENTER_CS) & 0xFFFF_FFFF,
+        );
+        self.set_live(IA32_SYSENTER_ESP, self.field(field::HOST_IA32_SYSENTER_ESP));
+        self.set_live(IA32_SYSENTER_EIP, self.field(field::HOST_IA32_SYSENTER_EIP));
+        self.set_live(IA32_FS_BASE, self.field(field::HOST_FS_BASE));
+        self.set_live(IA32_GS_BASE, self.field(field::HOST_GS_BASE));
+        if on(exit::LOAD_IA32_EFER) {
+            self.set_live(IA32_EFER, self.field(field::HOST_IA32_EFER));
+        } else {
+            let host64 = on(exit::HOST_ADDRESS_SPACE_SIZE);
+            let efer = live(self, IA32_EFER);
+            let efer = with_bit(
+                with_bit(efer, bits::EFER_LMA, host64),
+                bits::EFER_LME,
+                host64,
+            );
+            self.set_live(IA32_EFER, efer);
+        }
+        for (control, msr, value) in [
+            (
+                exit::LOAD_IA32_PERF_GLOBAL_CTRL,
+                IA32_PERF_GLOBAL_CTRL,
+                self.field(field::HOST_IA32_PERF_GLOBAL_CTRL),
+            ),
+            (
+                exit::LOAD_IA32_PAT,
+                IA32_PAT,
+                self.field(field::HOST_IA32_PAT),
+            ),
+            (exit::CLEAR_IA32_BNDCFGS, IA32_BNDCFGS, 0),
+            (exit::CLEAR_IA32_RTIT_CTL, IA32_RTIT_CTL, 0),
+            (
+                exit::LOAD_CET_STATE,
+                IA32_S_CET,
+                self.field(field::HOST_IA32_S_CET),
+            ),
+            (
+                exit::LOAD_CET_STATE,
+                IA32_INTERRUPT_SSP_TABLE_ADDR,
+                self.field(field::HOST_IA32_INTERRUPT_SSP_TABLE_ADDR),
+            ),
+            (
+                exit::LOAD_PKRS,
+                IA32_PKRS,
+                self.field(field::HOST_IA32_PKRS),
+            ),
+        ] {
+            if on(control) {
+                self.set_live(msr, value);
+            }
+        }
+        self.mode = Mode::Root;
+    }
+
+    /// Runs the guest once: VM entry, `f` with the guest's view, VM exit.
+    pub fn run_guest<R>(
+        &mut self,
+        f: impl FnOnce(&mut GuestView<'_>) -> R,
+    ) -> Result<R, EntryFailure> {
+        self.vm_entry()?;
+        let result = f(&mut GuestView { vmx: self });
+        self.vm_exit();
+        Ok(result)
+    }
+}
+
+fn with_bit(value: u64, bit: u64, on: bool) -> u64 {
+    if on {
+        value | bit
+    } else {
+        value & !bit
+    }
+}
+
+/// The guest's side of the model: its RDMSR/WRMSR, with hv-stub's
+/// interception of IA32_FEATURE_CONTROL (the shadow) applied.
+pub struct GuestView<'a> {
+    vmx: &'a mut SoftVmx,
+}
+
+impl GuestView<'_> {
+    pub fn rdmsr(&self, msr: u32) -> Result<u64, GpFault> {
+        match msr {
+            IA32_FEATURE_CONTROL => Ok(self.vmx.feature_control_shadow),
+            _ => self.vmx.live(msr).ok_or(GpFault),
+        }
+    }
+
+    /// The guest's own WRMSR. A locked IA32_FEATURE_CONTROL shadow refuses it.
+    pub fn wrmsr(&mut self, msr: u32, value: u64) -> Result<(), GpFault> {
+        if msr != IA32_FEATURE_CONTROL {
+            return self.vmx.hardware_wrmsr(msr, value);
+        }
+        let shadow = self.vmx.feature_control_shadow;
+        let valid = matches!(
+            validate::wrmsr_check(msr, value, &self.vmx.caps),
+            Some(Ok(()))
+        );
+        if shadow & bits::FEATURE_CONTROL_LOCK != 0 || !valid {
+            return Err(GpFault);
+        }
+        self.vmx.feature_control_shadow = value;
+        Ok(())
+    }
+}
+
+impl VmxBackend for SoftVmx {
+    fn caps(&self) -> &CpuCaps {
+        &self.caps
+    }
+
+    fn vmread(&self, f: u32) -> u64 {
+        self.field(f)
+    }
+
+    fn vmwrite(&mut self, f: u32, value: u64) {
+        self.stats.vmwrites += 1;
+        self.set_field(f, value);
+    }
+
+    fn rdmsr(&mut self, msr: u32) -> Result<u64, GpFault> {
+        self.live(msr).ok_or(GpFault)
+    }
+
+    fn wrmsr(&mut self, msr: u32, value: u64) -> Result<(), GpFault> {
+        self.hardware_wrmsr(msr, value)
+    }
+
+    fn entry_load_area(&mut self) -> &mut [MsrEntry] {
+        let count = (self.field(field::VM_ENTRY_MSR_LOAD_COUNT) as usize).min(LOAD_AREA_CAPACITY);
+        &mut self.load_area[..count]
+    }
+
+    fn feature_control_shadow(&mut self) -> &mut u64 {
+        &mut self.feature_control_shadow
+    }
+}

@@ -1,0 +1,412 @@
+//! Where a debugger's MSR write lands so that the *guest* sees it, and where
+//! a read comes from so that it returns what the guest would read.
+//!
+//! The rules come from SDM Vol. 3C 26.3.2.1 (VM entry loads SYSENTER_*,
+//! FS/GS base always, and DEBUGCTL, PERF_GLOBAL_CTRL, PAT, EFER, BNDCFGS,
+//! RTIT_CTL, CET state and PKRS under their "load" controls, from guest-state
+//! fields) and 26.4 (the VM-entry MSR-load area is processed afterwards and
+//! overrides all of those except FS/GS base, which it may not contain).
+//! `docs/MSR-SEMANTICS.md` is the user-facing version of this table.
+
+use crate::msr::{bits, entry, field, index::*};
+use crate::validate::{self, Refusal};
+use crate::vmx::{GpFault, VmxBackend};
+
+/// How VM entry treats an MSR, hence where a write must go.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Place {
+    /// Loaded from `field` on every VM entry. `low32`: the field has 32 bits
+    /// and VM entry clears bits 63:32 of the MSR.
+    AlwaysField { field: u32, low32: bool },
+    /// Loaded from `field` when VM-entry `control` is 1; with it 0 the live
+    /// MSR is shared by host and guest.
+    ControlledField { field: u32, control: u32 },
+    /// IA32_EFER: a controlled field whose LMA/LME are also tied to the
+    /// "IA-32e mode guest" control and CR0.PG.
+    Efer,
+    /// IA32_SMBASE: recorded in the guest's SMBASE field (0x4828); WRMSR to
+    /// it always faults outside SMM.
+    SmbaseField,
+    /// IA32_FEATURE_CONTROL: a shadow copy that the guest's RDMSR returns.
+    FeatureControlShadow,
+    /// Not switched by VMX: WRMSR/RDMSR in VMX-root mode reach the guest.
+    Live,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Route {
+    pub msr: u32,
+    pub name: &'static str,
+    pub place: Place,
+}
+
+const fn always(msr: u32, name: &'static str, field: u32) -> Route {
+    Route {
+        msr,
+        name,
+        place: Place::AlwaysField {
+            field,
+            low32: false,
+        },
+    }
+}
+
+const fn controlled(msr: u32, name: &'static str, field: u32, control: u32) -> Route {
+    Route {
+        msr,
+        name,
+        place: Place::ControlledField { field, control },
+    }
+}
+
+const fn live(msr: u32, name: &'static str) -> Route {
+    Route {
+        msr,
+        name,
+        place: Place::Live,
+    }
+}
+
+/// The routing table: the 14 MSRs of the `PsWriteMsr` reference page, FS/GS
+/// base, and the common shared MSRs (named so tools can show them; any MSR
+/// not listed routes as `Live`).
+pub const TABLE: &[Route] = &[
+    Route {
+        msr: IA32_SYSENTER_CS,
+        name: "IA32_SYSENTER_CS",
+        place: Place::AlwaysField {
+            field: field::GUEST_IA32_SYSENTER_CS,
+            low32: true,
+        },
+    },
+    always(
+        IA32_SYSENTER_ESP,
+        "IA32_SYSENTER_ESP",
+        field::GUEST_IA32_SYSENTER_ESP,
+    ),
+    always(
+        IA32_SYSENTER_EIP,
+        "IA32_SYSENTER_EIP",
+        field::GUEST_IA32_SYSENTER_EIP,
+    ),
+    Route {
+        msr: IA32_SMBASE,
+        name: "IA32_SMBASE",
+        place: Place::SmbaseField,
+    },
+    controlled(
+        IA32_DEBUGCTL,
+        "IA32_DEBUGCTL",
+        field::GUEST_IA32_DEBUGCTL,
+        entry::LOAD_DEBUG_CONTROLS,
+    ),
+    controlled(
+        IA32_PAT,
+        "IA32_PAT",
+        field::GUEST_IA32_PAT,
+        entry::LOAD_IA32_PAT,
+    ),
+    Route {
+        msr: IA32_EFER,
+        name: "IA32_EFER",
+        place: Place::Efer,
+    },
+    controlled(
+        IA32_PERF_GLOBAL_CTRL,
+        "IA32_PERF_GLOBAL_CTRL",
+        field::GUEST_IA32_PERF_GLOBAL_CTRL,
+        entry::LOAD_IA32_PERF_GLOBAL_CTRL,
+    ),
+    controlled(
+        IA32_BNDCFGS,
+        "IA32_BNDCFGS",
+        field::GUEST_IA32_BNDCFGS,
+        entry::LOAD_IA32_BNDCFGS,
+    ),
+    controlled(
+        IA32_RTIT_CTL,
+        "IA32_RTIT_CTL",
+        field::GUEST_IA32_RTIT_CTL,
+        entry::LOAD_IA32_RTIT_CTL,
+    ),
+    controlled(
+        IA32_PKRS,
+        "IA32_PKRS",
+        field::GUEST_IA32_PKRS,
+        entry::LOAD_PKRS,
+    ),
+    controlled(
+        IA32_S_CET,
+        "IA32_S_CET",
+        field::GUEST_IA32_S_CET,
+        entry::LOAD_CET_STATE,
+    ),
+    controlled(
+        IA32_INTERRUPT_SSP_TABLE_ADDR,
+        "IA32_INTERRUPT_SSP_TABLE_ADDR",
+        field::GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR,
+        entry::LOAD_CET_STATE,
+    ),
+    Route {
+        msr: IA32_FEATURE_CONTROL,
+        name: "IA32_FEATURE_CONTROL",
+        place: Place::FeatureControlShadow,
+    },
+    always(IA32_FS_BASE, "IA32_FS_BASE", field::GUEST_FS_BASE),
+    always(IA32_GS_BASE, "IA32_GS_BASE", field::GUEST_GS_BASE),
+    live(IA32_STAR, "IA32_STAR"),
+    live(IA32_LSTAR, "IA32_LSTAR"),
+    live(IA32_CSTAR, "IA32_CSTAR"),
+    live(IA32_FMASK, "IA32_FMASK"),
+    live(IA32_KERNEL_GS_BASE, "IA32_KERNEL_GS_BASE"),
+    live(IA32_TSC_AUX, "IA32_TSC_AUX"),
+];
+
+/// The MSRs of the `PsWriteMsr` reference page whose write is applied to
+/// the guest, in the page's order.
+pub const GUEST_APPLIED: [u32; 14] = [
+    IA32_SYSENTER_CS,
+    IA32_SYSENTER_ESP,
+    IA32_SYSENTER_EIP,
+    IA32_SMBASE,
+    IA32_DEBUGCTL,
+    IA32_PAT,
+    IA32_EFER,
+    IA32_PERF_GLOBAL_CTRL,
+    IA32_BNDCFGS,
+    IA32_RTIT_CTL,
+    IA32_PKRS,
+    IA32_S_CET,
+    IA32_INTERRUPT_SSP_TABLE_ADDR,
+    IA32_FEATURE_CONTROL,
+];
+
+pub fn route_of(msr: u32) -> Option<&'static Route> {
+    TABLE.iter().find(|r| r.msr == msr)
+}
+
+pub fn place_of(msr: u32) -> Place {
+    route_of(msr).map_or(Place::Live, |r| r.place)
+}
+
+/// Where a successful write went.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Landing {
+    /// The guest-state field with this encoding.
+    VmcsField(u32),
+    /// The guest-state field and the VM-entry MSR-load area entry that
+    /// overrides it.
+    VmcsFieldAndLoadArea(u32),
+    /// The VM-entry MSR-load area only.
+    LoadArea,
+    /// The virtualised copy the guest reads.
+    Shadow,
+    /// The live MSR, by WRMSR in VMX-root mode.
+    LiveMsr,
+}
+
+fn refuse(_why: Refusal) -> GpFault {
+    GpFault
+}
+
+fn check(msr: u32, value: u64, caps: &crate::caps::CpuCaps) -> Result<(), GpFault> {
+    match validate::wrmsr_check(msr, value, caps) {
+        Some(verdict) => verdict.map_err(refuse),
+        None => Ok(()),
+    }
+}
+
+/// Index of `msr` in the VM-entry MSR-load area, if there. FS/GS base are
+/// never taken from the area (an entry for them fails VM entry).
+fn load_area_slot<B: VmxBackend>(b: &mut B, msr: u32) -> Option<usize> {
+    if msr == IA32_FS_BASE || msr == IA32_GS_BASE {
+        return None;
+    }
+    b.entry_load_area().iter().rposition(|e| e.index == msr)
+}
+
+fn entry_controls<B: VmxBackend>(b: &B) -> u32 {
+    b.vmread(field::VM_ENTRY_CONTROLS) as u32
+}
+
+fn guest_paging<B: VmxBackend>(b: &B) -> bool {
+    b.vmread(field::GUEST_CR0) & bits::CR0_PG != 0
+}
+
+/// Applies a debugger's write so that the guest observes it after the next
+/// VM entry. Refused values return `GpFault` and change nothing.
+pub fn write_msr<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<Landing, GpFault> {
+    let caps = *b.caps();
+    match place_of(msr) {
+        Place::Live => write_shared(b, msr, value),
+        Place::SmbaseField => {
+            if value > u64::from(u32::MAX) {
+                return Err(GpFault);
+            }
+            b.vmwrite(field::GUEST_SMBASE, value);
+            Ok(Landing::VmcsField(field::GUEST_SMBASE))
+        }
+        Place::FeatureControlShadow => {
+            // A debugger write is host-initiated: like KVM's host-initiated
+            // writes it may change a locked shadow.
+            check(msr, value, &caps)?;
+            *b.feature_control_shadow() = value;
+            Ok(Landing::Shadow)
+        }
+        Place::AlwaysField { field, low32 } => {
+            check(msr, value, &caps)?;
+            let stored = if low32 { value & 0xFFFF_FFFF } else { value };
+            Ok(write_field(b, msr, field, stored, value))
+        }
+        Place::ControlledField { field, control } => {
+            check(msr, value, &caps)?;
+            if entry_controls(b) & control != 0 {
+                Ok(write_field(b, msr, field, value, value))
+            } else {
+                write_shared(b, msr, value)
+            }
+        }
+        Place::Efer => write_efer(b, value),
+    }
+}
+
+/// Writes the guest field, and the load-area entry too if there is one,
+/// since VM entry processes the area after the fields.
+fn write_field<B: VmxBackend>(b: &mut B, msr: u32, field: u32, stored: u64, raw: u64) -> Landing {
+    b.vmwrite(field, stored);
+    match load_area_slot(b, msr) {
+        Some(slot) => {
+            b.entry_load_area()[slot].value = raw;
+            Landing::VmcsFieldAndLoadArea(field)
+        }
+        None => Landing::VmcsField(field),
+    }
+}
+
+/// An MSR that VM entry does not load from a field: the load-area entry if
+/// one exists (VM entry would overwrite the live value with it), else WRMSR.
+fn write_shared<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<Landing, GpFault> {
+    let Some(slot) = load_area_slot(b, msr) else {
+        b.wrmsr(msr, value)?;
+        return Ok(Landing::LiveMsr);
+    };
+    let caps = *b.caps();
+    if validate::wrmsr_check(msr, value, &caps).is_none() {
+        // Unknown to the validator: let the processor judge the value by a
+        // trial WRMSR, then restore, so VM entry's own load cannot fault.
+        let previous = b.rdmsr(msr)?;
+        b.wrmsr(msr, value)?;
+        b.wrmsr(msr, previous)?;
+    } else {
+        check(msr, value, &caps)?;
+    }
+    b.entry_load_area()[slot].value = value;
+    Ok(Landing::LoadArea)
+}
+
+/// IA32_EFER. LMA is read-only: the written bit is ignored and LMA follows
+/// LME and CR0.PG (as on hardware and in KVM). With paging on, LME may not
+/// change (the processor would #GP). With "load IA32_EFER" = 1 the guest
+/// field is written and "IA-32e mode guest" kept equal to LMA, which VM entry
+/// checks. With it 0 the live EFER is shared with the host and VM entry
+/// forces LMA (and LME under paging) from "IA-32e mode guest", so only SCE
+/// and NXE are the guest's; an LME change would change the host's long mode
+/// and is refused.
+fn write_efer<B: VmxBackend>(b: &mut B, value: u64) -> Result<Landing, GpFault> {
+    let caps = *b.caps();
+    check(IA32_EFER, value, &caps)?;
+    let controls = entry_controls(b);
+    let paging = guest_paging(b);
+    let current = read_efer(b)?;
+    let lme = value & bits::EFER_LME;
+    let load_efer = controls & entry::LOAD_IA32_EFER != 0;
+    if lme != current & bits::EFER_LME && (paging || !load_efer) {
+        return Err(refuse(Refusal::EferModeChange));
+    }
+    let lma = if paging && lme != 0 {
+        bits::EFER_LMA
+    } else {
+        0
+    };
+    let efer = (value & !bits::EFER_LMA) | lma;
+    if load_efer {
+        let landing = write_field(b, IA32_EFER, field::GUEST_IA32_EFER, efer, efer);
+        let ia32e = if lma != 0 {
+            controls | entry::IA32E_MODE_GUEST
+        } else {
+            controls & !entry::IA32E_MODE_GUEST
+        };
+        if ia32e != controls {
+            b.vmwrite(field::VM_ENTRY_CONTROLS, u64::from(ia32e));
+        }
+        return Ok(landing);
+    }
+    if let Some(slot) = load_area_slot(b, IA32_EFER) {
+        b.entry_load_area()[slot].value = efer;
+        return Ok(Landing::LoadArea);
+    }
+    let mode_bits = bits::EFER_LME | bits::EFER_LMA;
+    let live = b.rdmsr(IA32_EFER)?;
+    b.wrmsr(IA32_EFER, (live & mode_bits) | (efer & !mode_bits))?;
+    Ok(Landing::LiveMsr)
+}
+
+/// Returns what the guest's RDMSR of `msr` yields after the next VM entry.
+pub fn read_msr<B: VmxBackend>(b: &mut B, msr: u32) -> Result<u64, GpFault> {
+    match place_of(msr) {
+        Place::Live => read_shared(b, msr),
+        Place::SmbaseField => Ok(b.vmread(field::GUEST_SMBASE) & 0xFFFF_FFFF),
+        Place::FeatureControlShadow => Ok(*b.feature_control_shadow()),
+        Place::AlwaysField { field, low32 } => {
+            if let Some(slot) = load_area_slot(b, msr) {
+                return Ok(b.entry_load_area()[slot].value);
+            }
+            let value = b.vmread(field);
+            Ok(if low32 { value & 0xFFFF_FFFF } else { value })
+        }
+        Place::ControlledField { field, control } => {
+            if entry_controls(b) & control != 0 {
+                match load_area_slot(b, msr) {
+                    Some(slot) => Ok(b.entry_load_area()[slot].value),
+                    None => Ok(b.vmread(field)),
+                }
+            } else {
+                read_shared(b, msr)
+            }
+        }
+        Place::Efer => read_efer(b),
+    }
+}
+
+fn read_shared<B: VmxBackend>(b: &mut B, msr: u32) -> Result<u64, GpFault> {
+    match load_area_slot(b, msr) {
+        Some(slot) => Ok(b.entry_load_area()[slot].value),
+        None => b.rdmsr(msr),
+    }
+}
+
+fn read_efer<B: VmxBackend>(b: &mut B) -> Result<u64, GpFault> {
+    if let Some(slot) = load_area_slot(b, IA32_EFER) {
+        return Ok(b.entry_load_area()[slot].value);
+    }
+    let controls = entry_controls(b);
+    if controls & entry::LOAD_IA32_EFER != 0 {
+        return Ok(b.vmread(field::GUEST_IA32_EFER));
+    }
+    // SDM 26.3.2.1: LMA := "IA-32e mode guest"; LME too if CR0.PG = 1.
+    let ia32e = controls & entry::IA32E_MODE_GUEST != 0;
+    let mut efer = b.rdmsr(IA32_EFER)?;
+    efer = set_bit(efer, bits::EFER_LMA, ia32e);
+    if guest_paging(b) {
+        efer = set_bit(efer, bits::EFER_LME, ia32e);
+    }
+    Ok(efer)
+}
+
+fn set_bit(value: u64, bit: u64, on: bool) -> u64 {
+    if on {
+        value | bit
+    } else {
+        value & !bit
+    }
+}

@@ -1,0 +1,121 @@
+//! Values the processor refuses. Each check mirrors the WRMSR #GP condition
+//! (SDM Vol. 4 per-MSR descriptions) and, for MSRs loaded from the VMCS, the
+//! guest-state check VM entry applies to the same field (SDM Vol. 3C
+//! 26.3.1.1), which are the same conditions. Checked before anything is
+//! written, so a refused write changes nothing and cannot make the next VM
+//! entry fail.
+
+use crate::caps::CpuCaps;
+use crate::msr::{bits, index::*};
+
+/// Why a value is refused; travels as #GP on the wire, kept for tests/docs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Refusal {
+    /// The processor does not implement this MSR.
+    NotPresent,
+    /// A reserved bit is set.
+    ReservedBits,
+    /// An address is not canonical.
+    NonCanonical,
+    /// An IA32_PAT entry holds a reserved memory type (2, 3 or > 7).
+    InvalidMemoryType,
+    /// IA32_S_CET asks for SUPPRESS and WAIT_ENDBR (TRACKER) together.
+    CetSuppressWithTracker,
+    /// The EFER write would change LME while paging is on, or change the
+    /// host's own long-mode bits.
+    EferModeChange,
+    /// The MSR is not writable by WRMSR in this mode (IA32_SMBASE outside SMM).
+    NotWritable,
+}
+
+/// True if `addr` is canonical for the processor's linear-address width.
+pub fn is_canonical(addr: u64, caps: &CpuCaps) -> bool {
+    let shift = 64 - u32::from(caps.linear_address_bits);
+    (((addr << shift) as i64) >> shift) as u64 == addr
+}
+
+/// IA32_PAT: each of the 8 entries must be UC(0), WC(1), WT(4), WP(5), WB(6) or UC-(7).
+pub fn pat_valid(value: u64) -> bool {
+    value
+        .to_le_bytes()
+        .iter()
+        .all(|&t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7))
+}
+
+/// EFER bits an Intel 64 processor implements: SCE, LME, LMA, NXE.
+pub const EFER_VALID: u64 = bits::EFER_SCE | bits::EFER_LME | bits::EFER_LMA | bits::EFER_NXE;
+
+const S_CET_SHSTK_BITS: u64 = 0b11; // SH_STK_EN, WR_SHSTK_EN
+const S_CET_IBT_BITS: u64 = 0b11_1100 | (0b11 << 10) | !0xFFF; // ENDBR_EN..SUPPRESS_DIS, SUPPRESS, TRACKER, EB_LEG_BITMAP_BASE
+const S_CET_RESERVED: u64 = 0xF << 6;
+const S_CET_SUPPRESS: u64 = 1 << 10;
+const S_CET_TRACKER: u64 = 1 << 11;
+
+fn require(cond: bool, why: Refusal) -> Result<(), Refusal> {
+    if cond {
+        Ok(())
+    } else {
+        Err(why)
+    }
+}
+
+fn reserved_clear(value: u64, valid: u64) -> Result<(), Refusal> {
+    require(value & !valid == 0, Refusal::ReservedBits)
+}
+
+fn canonical(value: u64, caps: &CpuCaps) -> Result<(), Refusal> {
+    require(is_canonical(value, caps), Refusal::NonCanonical)
+}
+
+/// Whether WRMSR of `value` to `msr` succeeds on a processor with `caps`,
+/// regardless of VMX state. `None` for an MSR this module does not know
+/// (the processor itself decides).
+pub fn wrmsr_check(msr: u32, value: u64, caps: &CpuCaps) -> Option<Result<(), Refusal>> {
+    let verdict = match msr {
+        IA32_FEATURE_CONTROL => reserved_clear(value, caps.feature_control_valid),
+        IA32_SMBASE => Err(Refusal::NotWritable),
+        IA32_SYSENTER_CS | IA32_STAR => Ok(()),
+        IA32_SYSENTER_ESP | IA32_SYSENTER_EIP | IA32_LSTAR | IA32_CSTAR | IA32_FS_BASE
+        | IA32_GS_BASE | IA32_KERNEL_GS_BASE => canonical(value, caps),
+        IA32_FMASK | IA32_TSC_AUX => reserved_clear(value, 0xFFFF_FFFF),
+        IA32_DEBUGCTL => reserved_clear(value, caps.debugctl_valid),
+        IA32_PAT => require(pat_valid(value), Refusal::InvalidMemoryType),
+        IA32_EFER => reserved_clear(value, EFER_VALID),
+        IA32_PERF_GLOBAL_CTRL => require(caps.pmu_gp_counters > 0, Refusal::NotPresent)
+            .and_then(|_| reserved_clear(value, caps.perf_global_ctrl_valid())),
+        IA32_BNDCFGS => require(caps.mpx, Refusal::NotPresent)
+            .and_then(|_| reserved_clear(value, !(0x3FF << 2)))
+            .and_then(|_| canonical(value & !0xFFF, caps)),
+        IA32_RTIT_CTL => require(caps.intel_pt, Refusal::NotPresent)
+            .and_then(|_| reserved_clear(value, caps.rtit_ctl_valid)),
+        IA32_PKRS => {
+            require(caps.pks, Refusal::NotPresent).and_then(|_| reserved_clear(value, 0xFFFF_FFFF))
+        }
+        IA32_S_CET => s_cet_check(value, caps),
+        IA32_INTERRUPT_SSP_TABLE_ADDR => {
+            require(caps.cet_shstk, Refusal::NotPresent).and_then(|_| canonical(value, caps))
+        }
+        _ => return None,
+    };
+    Some(verdict)
+}
+
+/// IA32_S_CET: bits 9:6 reserved; shadow-stack bits need SHSTK, the
+/// tracking bits and the legacy-bitmap base need IBT; the base must be
+/// canonical; SUPPRESS and TRACKER may not both be set.
+fn s_cet_check(value: u64, caps: &CpuCaps) -> Result<(), Refusal> {
+    require(caps.has_cet(), Refusal::NotPresent)?;
+    let mut valid = 0;
+    if caps.cet_shstk {
+        valid |= S_CET_SHSTK_BITS;
+    }
+    if caps.cet_ibt {
+        valid |= S_CET_IBT_BITS;
+    }
+    reserved_clear(value, valid & !S_CET_RESERVED)?;
+    canonical(value & !0xFFF, caps)?;
+    require(
+        value & (S_CET_SUPPRESS | S_CET_TRACKER) != (S_CET_SUPPRESS | S_CET_TRACKER),
+        Refusal::CetSuppressWithTracker,
+    )
+}
