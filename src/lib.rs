@@ -1,1 +1,27 @@
-//! placeholder
+//! libpulse: write and read the model-specific registers of a debuggee
+//! machine through hv-stub, our minimal VMX hypervisor.
+//!
+//! C and C++ use the ABI in `include/pulse.h` (module [`ffi`]); Rust uses
+//! [`Engine`] directly.
+//!
+//! ```text
+//! ffi (C ABI) -> engine (session, retries, timeouts, locking)
+//!             -> transport (sim | tcp | serial) -> pulse_proto frames
+//!             -> hv-stub: handler -> routing -> VMX backend
+//! ```
+
+pub mod config;
+pub mod engine;
+mod entropy;
+pub mod ffi;
+pub mod status;
+mod sys;
+pub mod transport;
+
+pub use config::{EngineConfig, TransportSpec};
+pub use engine::Engine;
+pub use status::Status;
+
+/// Re-exported so Rust users and tests can reach the simulated debuggee.
+pub use hv_stub;
+pub use pulse_proto;

@@ -6,6 +6,7 @@
 //! * [`routing`]: where each MSR write lands so the guest sees it (SDM 26.3.2.1);
 //! * [`validate`]: values the processor refuses (#GP before anything changes);
 //! * [`vmx`]: the backend interface; [`model`]: the software VMX backend;
+//! * [`sim`]: a whole simulated debuggee (handler + model + observer guest);
 //! * [`caps`]: processor capabilities and the model's CPU profiles;
 //! * [`msr`]: MSR indices, VMCS encodings, control bits.
 #![no_std]
@@ -16,6 +17,7 @@ pub mod handler;
 pub mod model;
 pub mod msr;
 pub mod routing;
+pub mod sim;
 pub mod validate;
 pub mod vmx;
 

@@ -1,0 +1,134 @@
+//! A whole simulated debuggee: the request handler on the software VMX
+//! model, plus what hv-stub does between requests — resume the guest. After
+//! every batch of requests the model performs a VM entry, lets an observer
+//! guest read its MSRs with RDMSR (as the Bochs observer guest does), and
+//! exits again. Tests compare what the guest saw with what was written.
+
+use pulse_proto::message::caps;
+
+use crate::caps::CpuCaps;
+use crate::handler::Stub;
+use crate::model::{EntryFailure, SoftVmx};
+use crate::msr::index::*;
+use crate::routing::GUEST_APPLIED;
+
+/// MSRs the observer guest reads after every VM entry: the guest-applied
+/// MSRs of the reference page (IA32_SMBASE excepted: RDMSR of it faults
+/// outside SMM), FS/GS base and the shared system-call MSRs.
+pub const WATCHED: [u32; 21] = [
+    GUEST_APPLIED[0],
+    GUEST_APPLIED[1],
+    GUEST_APPLIED[2],
+    GUEST_APPLIED[4],
+    GUEST_APPLIED[5],
+    GUEST_APPLIED[6],
+    GUEST_APPLIED[7],
+    GUEST_APPLIED[8],
+    GUEST_APPLIED[9],
+    GUEST_APPLIED[10],
+    GUEST_APPLIED[11],
+    GUEST_APPLIED[12],
+    GUEST_APPLIED[13],
+    IA32_FS_BASE,
+    IA32_GS_BASE,
+    IA32_STAR,
+    IA32_LSTAR,
+    IA32_CSTAR,
+    IA32_FMASK,
+    IA32_KERNEL_GS_BASE,
+    IA32_TSC_AUX,
+];
+
+/// What the observer guest read during its last run; `None` where its
+/// RDMSR faulted (the MSR does not exist on this CPU).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GuestObservation {
+    pub values: [(u32, Option<u64>); WATCHED.len()],
+}
+
+impl GuestObservation {
+    pub fn get(&self, msr: u32) -> Option<u64> {
+        self.values
+            .iter()
+            .find(|(m, _)| *m == msr)
+            .and_then(|(_, v)| *v)
+    }
+}
+
+pub struct SimTarget {
+    stub: Stub<SoftVmx>,
+    observation: Option<GuestObservation>,
+    last_entry_failure: Option<EntryFailure>,
+}
+
+impl SimTarget {
+    pub fn new(cpu: CpuCaps, session_seed: u8) -> Self {
+        let mut target = SimTarget {
+            stub: Stub::new(
+                SoftVmx::new(cpu),
+                caps::SOFTWARE_MODEL | caps::GUEST_OBSERVER,
+                session_seed,
+            ),
+            observation: None,
+            last_entry_failure: None,
+        };
+        target.resume_guest();
+        target
+    }
+
+    /// Feeds bytes received from the debugger; responses go to `send`. If
+    /// any frame was answered the guest then runs once, as hv-stub resumes
+    /// it after handling a request.
+    pub fn receive(&mut self, bytes: &[u8], mut send: impl FnMut(&[u8])) {
+        let mut answered = false;
+        self.stub.feed(bytes, |response| {
+            answered = true;
+            send(response);
+        });
+        if answered {
+            self.resume_guest();
+        }
+    }
+
+    /// VM entry, the observer's RDMSRs, VM exit.
+    pub fn resume_guest(&mut self) {
+        let run = self.stub.backend_mut().run_guest(|guest| {
+            let mut values = [(0u32, None); WATCHED.len()];
+            for (slot, &msr) in values.iter_mut().zip(WATCHED.iter()) {
+                *slot = (msr, guest.rdmsr(msr).ok());
+            }
+            GuestObservation { values }
+        });
+        match run {
+            Ok(observation) => self.observation = Some(observation),
+            Err(failure) => self.last_entry_failure = Some(failure),
+        }
+    }
+
+    /// What the guest read during its latest successful run.
+    pub fn observation(&self) -> Option<&GuestObservation> {
+        self.observation.as_ref()
+    }
+
+    /// The latest failed VM entry, if any ever failed (hv-stub's promise is
+    /// that none does).
+    pub fn last_entry_failure(&self) -> Option<EntryFailure> {
+        self.last_entry_failure
+    }
+
+    pub fn stub(&self) -> &Stub<SoftVmx> {
+        &self.stub
+    }
+
+    pub fn stub_mut(&mut self) -> &mut Stub<SoftVmx> {
+        &mut self.stub
+    }
+
+    pub fn model(&self) -> &SoftVmx {
+        self.stub.backend()
+    }
+
+    pub fn model_mut(&mut self) -> &mut SoftVmx {
+        self.stub.backend_mut()
+    }
+}

@@ -1,0 +1,85 @@
+//! `hv-stub-sim`: the hv-stub core on the software VMX model, served over
+//! TCP or a pseudo-terminal.
+//!
+//!     hv-stub-sim --listen 127.0.0.1:5555 [--cpu PROFILE]
+//!     hv-stub-sim --pty [--cpu PROFILE]
+//!
+//! Prints one line saying where it is reachable (`listening tcp:ADDR` or
+//! `listening serial:PATH`), then serves until killed.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use hv_stub::CpuCaps;
+
+enum Mode {
+    Tcp(String),
+    Pty,
+}
+
+fn usage(problem: &str) -> ExitCode {
+    let profiles: Vec<&str> = CpuCaps::PROFILES.iter().map(|c| c.name).collect();
+    eprintln!("hv-stub-sim: {problem}");
+    eprintln!("usage: hv-stub-sim (--listen HOST:PORT | --pty) [--cpu PROFILE]");
+    eprintln!("profiles: {}", profiles.join(", "));
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let mut mode = None;
+    let mut cpu = CpuCaps::MODERN;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--listen" => match args.next() {
+                Some(addr) => mode = Some(Mode::Tcp(addr)),
+                None => return usage("--listen needs HOST:PORT"),
+            },
+            "--pty" => mode = Some(Mode::Pty),
+            "--cpu" => match args.next().as_deref().and_then(CpuCaps::by_name) {
+                Some(caps) => cpu = caps,
+                None => return usage("--cpu needs a known profile"),
+            },
+            "-h" | "--help" => return usage("help"),
+            other => return usage(&format!("unknown argument `{other}`")),
+        }
+    }
+    let Some(mode) = mode else {
+        return usage("choose --listen or --pty");
+    };
+    let target = hv_stub_sim::new_target(cpu);
+    let stop = Arc::new(AtomicBool::new(false));
+    let result = match mode {
+        Mode::Tcp(addr) => match std::net::TcpListener::bind(&addr) {
+            Ok(listener) => {
+                let local = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+                announce(&format!("listening tcp:{local}"));
+                hv_stub_sim::serve_tcp(target, listener, stop);
+                Ok(())
+            }
+            Err(e) => Err(format!("cannot listen on {addr}: {e}")),
+        },
+        Mode::Pty => match hv_stub_sim::PtyServer::new() {
+            Ok(server) => {
+                announce(&format!("listening serial:{}", server.slave_path()));
+                server.serve(target, stop).map_err(|e| format!("pty: {e}"))
+            }
+            Err(e) => Err(format!("cannot open a pseudo-terminal: {e}")),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("hv-stub-sim: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn announce(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}

@@ -1,0 +1,278 @@
+//! Engine configuration and the transport string:
+//!
+//! * `sim[?cpu=PROFILE]` — the in-process simulated debuggee (PROFILE is one
+//!   of `hv_stub::CpuCaps::PROFILES`, default `modern`);
+//! * `tcp:<host>:<port>` — an IPv6 host goes in brackets: `tcp:[::1]:5555`;
+//! * `serial:<device>[?baud=N]` — default 115200 baud.
+//!
+//! Anything else, an empty part, an unknown option or a repeated option is
+//! rejected before anything is opened.
+
+use std::time::Duration;
+
+use hv_stub::CpuCaps;
+use thiserror::Error;
+
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+pub const DEFAULT_BAUD: u32 = 115_200;
+
+/// Rust-side engine configuration (the C side is `PS_ENGINE_CONFIG`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub transport: String,
+    /// Per attempt.
+    pub request_timeout: Duration,
+    /// Sends of one request before `TIMEOUT`.
+    pub max_attempts: u32,
+}
+
+impl EngineConfig {
+    pub fn new(transport: impl Into<String>) -> Self {
+        EngineConfig {
+            transport: transport.into(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    /// The longest any call may take: every attempt's full timeout.
+    pub fn call_budget(&self) -> Duration {
+        self.request_timeout.saturating_mul(self.max_attempts)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransportSpec {
+    Sim { cpu: CpuCaps },
+    Tcp { host: String, port: u16 },
+    Serial { device: String, baud: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum SpecError {
+    #[error("empty transport string")]
+    Empty,
+    #[error("unknown transport kind `{0}` (expected sim, tcp or serial)")]
+    UnknownKind(String),
+    #[error("`{0}` needs a value after the colon")]
+    MissingTarget(&'static str),
+    #[error("tcp transport needs `tcp:<host>:<port>`")]
+    MissingPort,
+    #[error("invalid TCP port `{0}`")]
+    BadPort(String),
+    #[error("invalid host `{0}`")]
+    BadHost(String),
+    #[error("invalid baud rate `{0}`")]
+    BadBaud(String),
+    #[error("unknown CPU profile `{0}`")]
+    UnknownCpu(String),
+    #[error("unknown or repeated option `{0}`")]
+    BadOption(String),
+}
+
+impl TransportSpec {
+    pub fn parse(spec: &str) -> Result<TransportSpec, SpecError> {
+        if spec.is_empty() {
+            return Err(SpecError::Empty);
+        }
+        if spec.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(SpecError::UnknownKind(spec.to_owned()));
+        }
+        let (head, query) = match spec.split_once('?') {
+            Some((head, query)) => (head, Some(query)),
+            None => (spec, None),
+        };
+        let (kind, target) = match head.split_once(':') {
+            Some((kind, target)) => (kind, Some(target)),
+            None => (head, None),
+        };
+        let mut options = Options::parse(query)?;
+        let parsed = match (kind, target) {
+            ("sim", None) => {
+                let cpu = match options.take("cpu") {
+                    Some(name) => CpuCaps::by_name(name)
+                        .ok_or_else(|| SpecError::UnknownCpu(name.to_owned()))?,
+                    None => CpuCaps::MODERN,
+                };
+                TransportSpec::Sim { cpu }
+            }
+            ("tcp", Some(target)) => parse_tcp(target)?,
+            ("serial", Some(device)) => {
+                if device.is_empty() {
+                    return Err(SpecError::MissingTarget("serial"));
+                }
+                let baud = match options.take("baud") {
+                    Some(text) => match text.parse::<u32>() {
+                        Ok(baud) if baud > 0 => baud,
+                        _ => return Err(SpecError::BadBaud(text.to_owned())),
+                    },
+                    None => DEFAULT_BAUD,
+                };
+                TransportSpec::Serial {
+                    device: device.to_owned(),
+                    baud,
+                }
+            }
+            ("tcp", None) => return Err(SpecError::MissingTarget("tcp")),
+            ("serial", None) => return Err(SpecError::MissingTarget("serial")),
+            (other, _) => return Err(SpecError::UnknownKind(other.to_owned())),
+        };
+        options.finish()?;
+        Ok(parsed)
+    }
+}
+
+fn parse_tcp(target: &str) -> Result<TransportSpec, SpecError> {
+    if target.is_empty() {
+        return Err(SpecError::MissingTarget("tcp"));
+    }
+    let (host, port) = if let Some(rest) = target.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| SpecError::BadHost(target.to_owned()))?;
+        let port = after.strip_prefix(':').ok_or(SpecError::MissingPort)?;
+        (host, port)
+    } else {
+        let (host, port) = target.rsplit_once(':').ok_or(SpecError::MissingPort)?;
+        if host.contains(':') {
+            // An IPv6 literal without brackets is ambiguous.
+            return Err(SpecError::BadHost(host.to_owned()));
+        }
+        (host, port)
+    };
+    if host.is_empty() {
+        return Err(SpecError::BadHost(host.to_owned()));
+    }
+    if port.is_empty() {
+        return Err(SpecError::MissingPort);
+    }
+    let port = match port.parse::<u16>() {
+        Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => p,
+        _ => return Err(SpecError::BadPort(port.to_owned())),
+    };
+    Ok(TransportSpec::Tcp {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// `key=value&key=value`; every option must be consumed exactly once.
+struct Options<'a> {
+    pairs: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Options<'a> {
+    fn parse(query: Option<&'a str>) -> Result<Self, SpecError> {
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        if let Some(query) = query {
+            for item in query.split('&') {
+                let (key, value) = item
+                    .split_once('=')
+                    .ok_or_else(|| SpecError::BadOption(item.to_owned()))?;
+                if key.is_empty() || value.is_empty() || pairs.iter().any(|(k, _)| *k == key) {
+                    return Err(SpecError::BadOption(item.to_owned()));
+                }
+                pairs.push((key, value));
+            }
+        }
+        Ok(Options { pairs })
+    }
+
+    fn take(&mut self, key: &str) -> Option<&'a str> {
+        let at = self.pairs.iter().position(|(k, _)| *k == key)?;
+        Some(self.pairs.remove(at).1)
+    }
+
+    fn finish(self) -> Result<(), SpecError> {
+        match self.pairs.first() {
+            Some((key, value)) => Err(SpecError::BadOption(format!("{key}={value}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_each_kind() {
+        assert_eq!(
+            TransportSpec::parse("sim").unwrap(),
+            TransportSpec::Sim {
+                cpu: CpuCaps::MODERN
+            }
+        );
+        assert_eq!(
+            TransportSpec::parse("sim?cpu=full").unwrap(),
+            TransportSpec::Sim { cpu: CpuCaps::FULL }
+        );
+        assert_eq!(
+            TransportSpec::parse("tcp:127.0.0.1:5555").unwrap(),
+            TransportSpec::Tcp {
+                host: "127.0.0.1".into(),
+                port: 5555
+            }
+        );
+        assert_eq!(
+            TransportSpec::parse("tcp:[::1]:7").unwrap(),
+            TransportSpec::Tcp {
+                host: "::1".into(),
+                port: 7
+            }
+        );
+        assert_eq!(
+            TransportSpec::parse("serial:/dev/ttyS0").unwrap(),
+            TransportSpec::Serial {
+                device: "/dev/ttyS0".into(),
+                baud: DEFAULT_BAUD
+            }
+        );
+        assert_eq!(
+            TransportSpec::parse("serial:/dev/pts/3?baud=9600").unwrap(),
+            TransportSpec::Serial {
+                device: "/dev/pts/3".into(),
+                baud: 9600
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_strings() {
+        for bad in [
+            "",
+            "sim:",
+            "sim:x",
+            "simulator",
+            "sim?cpu=pentium",
+            "sim?cpu=full&cpu=full",
+            "sim?baud=9600",
+            "tcp",
+            "tcp:",
+            "tcp:host",
+            "tcp:host:",
+            "tcp::5555",
+            "tcp:host:0",
+            "tcp:host:65536",
+            "tcp:host:+80",
+            "tcp:::1:80",
+            "tcp:[::1]80",
+            "tcp:[::1",
+            "tcp:host:80?x=1",
+            "serial",
+            "serial:",
+            "serial:?baud=9600",
+            "serial:/dev/ttyS0?baud=abc",
+            "serial:/dev/ttyS0?baud=0",
+            "serial:/dev/ttyS0?baud=",
+            "serial:/dev/ttyS0?parity=none",
+            "serial:/dev/ttyS0?baud",
+            "serial:/dev/tty S0",
+            "usb:/dev/x",
+            " sim",
+        ] {
+            assert!(TransportSpec::parse(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+}

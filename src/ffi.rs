@@ -1,0 +1,235 @@
+//! The C ABI (DESIGN.md section 1). Every export checks its pointers,
+//! catches panics so none crosses into C, and writes an out-parameter only
+//! when it returns `PULSE_STATUS_SUCCESS`. The doc comments below become the
+//! header's comments.
+#![allow(non_snake_case, non_camel_case_types)]
+
+use std::ffi::{c_char, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use crate::config::{EngineConfig, DEFAULT_MAX_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT};
+use crate::engine::Engine;
+use crate::status::Status as PulseStatus;
+
+/// A status code: `PULSE_STATUS_SUCCESS` (0) or one of the
+/// `PULSE_STATUS_...` failure codes (0xC...) defined above.
+pub type PULSE_STATUS = u32;
+
+/// An engine: one session with one debuggee over one transport. Opaque.
+pub struct PS_ENGINE {
+    engine: Engine,
+}
+
+/// A handle to an engine, from `EngCreateEngine`.
+pub type PPS_ENGINE = *mut PS_ENGINE;
+
+/// Engine configuration for `EngCreateEngine`.
+#[repr(C)]
+pub struct PS_ENGINE_CONFIG {
+    /// `sizeof(PS_ENGINE_CONFIG)`: lets the struct grow in later versions.
+    pub Size: u32,
+    /// `"sim"`, `"sim?cpu=<profile>"`, `"serial:<device>[?baud=N]"` or
+    /// `"tcp:<host>:<port>"` (IPv6 hosts in brackets). NUL-terminated.
+    pub Transport: *const c_char,
+    /// Time to wait for each attempt's answer, in milliseconds; 0 = 1000.
+    pub RequestTimeoutMs: u32,
+    /// Sends of one request before `PULSE_STATUS_TIMEOUT`; 0 = 3.
+    pub MaxAttempts: u32,
+}
+
+/// The size of the first version of `PS_ENGINE_CONFIG`; smaller is refused.
+const CONFIG_V1_SIZE: usize = std::mem::size_of::<PS_ENGINE_CONFIG>();
+
+/// Runs `body`, turning a panic into `PULSE_STATUS_INTERNAL_ERROR`.
+fn guarded(body: impl FnOnce() -> PulseStatus) -> PULSE_STATUS {
+    catch_unwind(AssertUnwindSafe(body))
+        .unwrap_or(PulseStatus::INTERNAL_ERROR)
+        .0
+}
+
+/// Converts the C configuration; `None` for anything malformed.
+///
+/// # Safety
+/// `config` must point to a readable `PS_ENGINE_CONFIG` of at least the
+/// version-1 size, whose `Transport` is NULL or a NUL-terminated string.
+unsafe fn engine_config(config: &PS_ENGINE_CONFIG) -> Option<EngineConfig> {
+    if (config.Size as usize) < CONFIG_V1_SIZE || config.Transport.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL, and the caller promises a NUL-terminated string.
+    let transport = unsafe { CStr::from_ptr(config.Transport) }.to_str().ok()?;
+    let request_timeout = match config.RequestTimeoutMs {
+        0 => DEFAULT_REQUEST_TIMEOUT,
+        ms => Duration::from_millis(u64::from(ms)),
+    };
+    let max_attempts = match config.MaxAttempts {
+        0 => DEFAULT_MAX_ATTEMPTS,
+        n => n,
+    };
+    Some(EngineConfig {
+        transport: transport.to_owned(),
+        request_timeout,
+        max_attempts,
+    })
+}
+
+/// Creates an engine: opens the transport and performs the handshake with
+/// hv-stub on the debuggee.
+///
+/// Returns `PULSE_STATUS_SUCCESS` and stores the handle in `*ppEngine`, or:
+/// `PULSE_STATUS_INVALID_PARAMETER` (NULL pointer, `Size` too small, missing,
+/// malformed or unknown transport string), `PULSE_STATUS_NO_SUCH_DEVICE`,
+/// `PULSE_STATUS_ACCESS_DENIED`, `PULSE_STATUS_CONNECTION_REFUSED` (the
+/// transport cannot be opened), `PULSE_STATUS_INSUFFICIENT_RESOURCES` (out of
+/// file descriptors or memory), `PULSE_STATUS_TIMEOUT` (the debuggee did not
+/// answer), `PULSE_STATUS_REVISION_MISMATCH`, `PULSE_STATUS_INVALID_PACKET`,
+/// `PULSE_STATUS_READ_FAILED`, `PULSE_STATUS_WRITE_FAILED`,
+/// `PULSE_STATUS_DEVICE_CONNECTION_LOST`. `*ppEngine` is written only on
+/// success. Takes at most `RequestTimeoutMs * MaxAttempts` (plus name
+/// resolution for a TCP host name).
+///
+/// # Safety
+/// `pConfig` must be NULL or point to a readable `PS_ENGINE_CONFIG` of
+/// `pConfig->Size` bytes whose `Transport` is NULL or a NUL-terminated
+/// string; `ppEngine` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn EngCreateEngine(
+    pConfig: *const PS_ENGINE_CONFIG,
+    ppEngine: *mut PPS_ENGINE,
+) -> PULSE_STATUS {
+    guarded(|| {
+        if pConfig.is_null() || ppEngine.is_null() {
+            return PulseStatus::INVALID_PARAMETER;
+        }
+        // SAFETY: non-NULL; the caller promises a readable config. The Size
+        // field is read first and checked before any later field is used.
+        let config = match unsafe { engine_config(&*pConfig) } {
+            Some(config) => config,
+            None => return PulseStatus::INVALID_PARAMETER,
+        };
+        match Engine::open(&config) {
+            Ok(engine) => {
+                let handle = Box::into_raw(Box::new(PS_ENGINE { engine }));
+                // SAFETY: non-NULL and writable per the caller's promise.
+                unsafe { ppEngine.write(handle) };
+                PulseStatus::SUCCESS
+            }
+            Err(status) => status,
+        }
+    })
+}
+
+/// Destroys an engine and closes its transport.
+///
+/// Returns `PULSE_STATUS_SUCCESS`, or `PULSE_STATUS_INVALID_PARAMETER` if
+/// `pEngine` is NULL.
+///
+/// # Safety
+/// `pEngine` must be NULL or a handle from `EngCreateEngine` not yet
+/// destroyed, and no other thread may be using it.
+#[no_mangle]
+pub unsafe extern "C" fn EngDestroyEngine(pEngine: PPS_ENGINE) -> PULSE_STATUS {
+    guarded(|| {
+        if pEngine.is_null() {
+            return PulseStatus::INVALID_PARAMETER;
+        }
+        // SAFETY: a live handle from EngCreateEngine (Box::into_raw), used by
+        // no one else, per the caller's promise.
+        drop(unsafe { Box::from_raw(pEngine) });
+        PulseStatus::SUCCESS
+    })
+}
+
+/// Borrows the engine behind a handle.
+///
+/// # Safety
+/// `handle` must be non-NULL and live for the returned lifetime.
+unsafe fn engine<'a>(handle: PPS_ENGINE) -> &'a Engine {
+    // SAFETY: per this function's contract.
+    unsafe { &(*handle).engine }
+}
+
+/// Writes the specified value to a model-specific register of the debuggee.
+///
+/// hv-stub executes the write in VMX-root mode; for the MSRs that VM entry
+/// loads from the VMCS (IA32_SYSENTER_CS/ESP/EIP, IA32_DEBUGCTL, IA32_PAT,
+/// IA32_EFER, IA32_PERF_GLOBAL_CTRL, IA32_BNDCFGS, IA32_RTIT_CTL, IA32_PKRS,
+/// IA32_S_CET, IA32_INTERRUPT_SSP_TABLE_ADDR, FS/GS base) it updates the
+/// guest's VMCS field instead, IA32_SMBASE goes to the guest's SMBASE field
+/// and IA32_FEATURE_CONTROL to the copy the guest's RDMSR sees, so the result
+/// is applied to the guest. See docs/MSR-SEMANTICS.md.
+///
+/// Returns `PULSE_STATUS_SUCCESS`, or: `PULSE_STATUS_INVALID_PARAMETER`
+/// (`pEngine` is NULL), `PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION` (no such
+/// MSR, or a value the processor refuses; nothing was changed),
+/// `PULSE_STATUS_TIMEOUT`, `PULSE_STATUS_INVALID_PACKET`,
+/// `PULSE_STATUS_READ_FAILED`, `PULSE_STATUS_WRITE_FAILED`,
+/// `PULSE_STATUS_DEVICE_CONNECTION_LOST`. A write is never applied twice,
+/// even when the request is retransmitted. Safe to call from several
+/// threads on one engine.
+///
+/// # Safety
+/// `pEngine` must be NULL or a live handle from `EngCreateEngine`.
+#[no_mangle]
+pub unsafe extern "C" fn PsWriteMsr(
+    pEngine: PPS_ENGINE,
+    MsrNumber: u32,
+    MsrValue: u64,
+) -> PULSE_STATUS {
+    guarded(|| {
+        if pEngine.is_null() {
+            return PulseStatus::INVALID_PARAMETER;
+        }
+        // SAFETY: non-NULL and live per the caller's promise.
+        let engine = unsafe { engine(pEngine) };
+        match engine.write_msr(MsrNumber, MsrValue) {
+            Ok(()) => PulseStatus::SUCCESS,
+            Err(status) => status,
+        }
+    })
+}
+
+/// Reads a model-specific register as the guest would read it (same
+/// routing as `PsWriteMsr`).
+///
+/// Returns `PULSE_STATUS_SUCCESS` and stores the value in `*pMsrValue`, or
+/// the codes of `PsWriteMsr` (`PULSE_STATUS_INVALID_PARAMETER` also for a
+/// NULL `pMsrValue`). `*pMsrValue` is written only on success.
+///
+/// # Safety
+/// `pEngine` must be NULL or a live handle from `EngCreateEngine`;
+/// `pMsrValue` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn PsReadMsr(
+    pEngine: PPS_ENGINE,
+    MsrNumber: u32,
+    pMsrValue: *mut u64,
+) -> PULSE_STATUS {
+    guarded(|| {
+        if pEngine.is_null() || pMsrValue.is_null() {
+            return PulseStatus::INVALID_PARAMETER;
+        }
+        // SAFETY: non-NULL and live per the caller's promise.
+        let engine = unsafe { engine(pEngine) };
+        match engine.read_msr(MsrNumber) {
+            Ok(value) => {
+                // SAFETY: non-NULL and writable per the caller's promise.
+                unsafe { pMsrValue.write(value) };
+                PulseStatus::SUCCESS
+            }
+            Err(status) => status,
+        }
+    })
+}
+
+/// The name of a status code, e.g. `"PULSE_STATUS_TIMEOUT"`, or
+/// `"PULSE_STATUS_UNKNOWN"`. The string is static; never NULL.
+#[no_mangle]
+pub extern "C" fn PsStatusToString(Status: PULSE_STATUS) -> *const c_char {
+    PulseStatus(Status)
+        .c_name()
+        .unwrap_or("PULSE_STATUS_UNKNOWN\0")
+        .as_ptr()
+        .cast()
+}

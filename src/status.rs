@@ -1,0 +1,110 @@
+//! `PULSE_STATUS` codes. The values are a contract (DESIGN.md section 1 and
+//! the `PsWriteMsr` reference page); new codes keep the 0xC... style and no
+//! value ever changes. The C header gets them as hex `#define`s from
+//! `include/pulse_status.h.in` (cbindgen would print them in decimal); a
+//! test proves that block and this table agree.
+
+use std::fmt;
+
+/// A `PULSE_STATUS` value.
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Status(pub u32);
+
+macro_rules! statuses {
+    ($( $(#[doc = $doc:literal])* $name:ident = $value:literal, $meaning:literal; )*) => {
+        impl Status {
+            $( $(#[doc = $doc])* pub const $name: Status = Status($value); )*
+
+            /// Every defined status, in header order.
+            pub const ALL: &'static [Status] = &[$(Status::$name),*];
+
+            /// The C macro name, e.g. `PULSE_STATUS_TIMEOUT`.
+            pub fn name(self) -> Option<&'static str> {
+                self.c_name().map(|n| &n[..n.len() - 1])
+            }
+
+            /// The C macro name with its NUL terminator, for `PsStatusToString`.
+            pub(crate) fn c_name(self) -> Option<&'static str> {
+                match self.0 {
+                    $( $value => Some(concat!("PULSE_STATUS_", stringify!($name), "\0")), )*
+                    _ => None,
+                }
+            }
+
+            /// One-line meaning, for messages.
+            pub fn meaning(self) -> &'static str {
+                match self.0 {
+                    $( $value => $meaning, )*
+                    _ => "unknown status code",
+                }
+            }
+        }
+    };
+}
+
+statuses! {
+    /// The call succeeded.
+    SUCCESS = 0x0000_0000, "the operation succeeded";
+    /// An allocation failed.
+    INSUFFICIENT_RESOURCES = 0xC000_0002, "a memory allocation failed";
+    /// Transport I/O failed while reading.
+    READ_FAILED = 0xC000_0003, "transport communication failed during a read operation";
+    /// Transport I/O failed while writing.
+    WRITE_FAILED = 0xC000_0004, "transport communication failed during a write operation";
+    /// No valid response within RequestTimeoutMs x MaxAttempts.
+    TIMEOUT = 0xC000_0007, "no valid response from the debuggee within the request timeout";
+    /// The device (serial port, TCP host) does not exist or cannot be opened.
+    NO_SUCH_DEVICE = 0xC000_000E, "the transport device does not exist or cannot be opened";
+    /// A NULL pointer, a bad config size or a malformed transport string.
+    INVALID_PARAMETER = 0xC000_0010, "an argument is NULL or malformed";
+    /// Permission to open the device was denied.
+    ACCESS_DENIED = 0xC000_0022, "permission to open the transport device was denied";
+    /// A malformed or unexpected response.
+    INVALID_PACKET = 0xC000_0031, "an invalid or unexpected packet was received in response";
+    /// The debuggee speaks another protocol version.
+    REVISION_MISMATCH = 0xC000_0059, "the debuggee speaks an incompatible protocol version";
+    /// A panic was caught at the C boundary: a bug in libpulse, please report it.
+    INTERNAL_ERROR = 0xC000_00E5, "internal error in libpulse (a bug; please report it)";
+    /// The TCP peer refused the connection.
+    CONNECTION_REFUSED = 0xC000_0236, "the debuggee refused the connection";
+    /// The transport is gone (EOF, reset, hang-up, or the debuggee restarted).
+    DEVICE_CONNECTION_LOST = 0xC000_0308, "the connection to the transport was lost; recreate the engine";
+    /// WRMSR/RDMSR would raise #GP on the debuggee.
+    EXCEPTION_GENERAL_PROTECTION = 0xC001_000D, "the MSR access caused a #GP on the debuggee (no such MSR, or a refused value)";
+}
+
+impl Status {
+    pub fn is_success(self) -> bool {
+        self == Status::SUCCESS
+    }
+
+    /// `Ok(())` for SUCCESS, `Err(self)` otherwise.
+    pub fn ok(self) -> Result<(), Status> {
+        if self.is_success() {
+            Ok(())
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl fmt::Debug for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{name}"),
+            None => write!(f, "Status({:#010X})", self.0),
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{name} (0x{:08X}): {}", self.0, self.meaning()),
+            None => write!(f, "0x{:08X}: {}", self.0, self.meaning()),
+        }
+    }
+}
+
+impl std::error::Error for Status {}

@@ -1,0 +1,79 @@
+//! `serial:<device>[?baud=N]`: a serial port (or a pseudo-terminal) through
+//! the serialport crate, 8N1, no flow control.
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use serialport::{ClearBuffer, SerialPort, TTYPort};
+
+use super::{remaining, LinkError, Transport};
+use crate::status::Status;
+
+pub struct SerialTransport {
+    port: TTYPort,
+}
+
+impl SerialTransport {
+    pub fn open(device: &str, baud: u32) -> Result<Self, Status> {
+        let port = serialport::new(device, baud)
+            .data_bits(serialport::DataBits::Eight)
+            .parity(serialport::Parity::None)
+            .stop_bits(serialport::StopBits::One)
+            .flow_control(serialport::FlowControl::None)
+            .open_native()
+            .map_err(|e| match e.kind() {
+                serialport::ErrorKind::Io(io::ErrorKind::PermissionDenied) => Status::ACCESS_DENIED,
+                serialport::ErrorKind::InvalidInput => Status::INVALID_PARAMETER,
+                _ => {
+                    super::resource_shortage(&io::Error::from(e)).unwrap_or(Status::NO_SUCH_DEVICE)
+                }
+            })?;
+        // Bytes queued before we opened belong to nobody's request.
+        let _ = port.clear(ClearBuffer::All);
+        Ok(SerialTransport { port })
+    }
+}
+
+impl Transport for SerialTransport {
+    fn send(&mut self, mut bytes: &[u8], deadline: Instant) -> Result<(), LinkError> {
+        while !bytes.is_empty() {
+            let left = remaining(deadline)?;
+            self.port
+                .set_timeout(left)
+                .map_err(|e| LinkError::WriteFailed(e.into()))?;
+            match self.port.write(bytes) {
+                Ok(0) => {
+                    return Err(LinkError::Lost(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "the serial device accepts no more bytes",
+                    )))
+                }
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(LinkError::from_write(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, LinkError> {
+        loop {
+            let left = remaining(deadline)?;
+            self.port
+                .set_timeout(left)
+                .map_err(|e| LinkError::ReadFailed(e.into()))?;
+            match self.port.read(buf) {
+                // A tty read of 0 after poll said "readable" is a hang-up.
+                Ok(0) => {
+                    return Err(LinkError::Lost(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the serial device hung up",
+                    )))
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(LinkError::from_read(e)),
+            }
+        }
+    }
+}
