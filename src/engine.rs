@@ -187,13 +187,20 @@ impl Link {
                 Err(e) => return Err(e.status()),
             }
             loop {
-                let n = match self.transport.recv(&mut buf, attempt_deadline) {
-                    Ok(n) => n,
+                frames.clear();
+                match self.transport.recv(&mut buf, attempt_deadline) {
+                    Ok(n) => self.decoder.feed(&buf[..n], |f| frames.push(f)),
+                    Err(LinkError::TimedOut) if self.decoder.pending() > 0 => {
+                        // Quiet line, bytes held: a stray start marker may be
+                        // hiding a complete answer behind it.
+                        self.decoder.resync(|f| frames.push(f));
+                        if frames.is_empty() {
+                            break;
+                        }
+                    }
                     Err(LinkError::TimedOut) => break,
                     Err(e) => return Err(e.status()),
-                };
-                frames.clear();
-                self.decoder.feed(&buf[..n], |f| frames.push(f));
+                }
                 for f in &frames {
                     match self.judge(request, seq, f) {
                         Verdict::Ignore => {}

@@ -63,6 +63,21 @@ impl Decoder {
         self.len = 0;
     }
 
+    /// Gives up on the partial frame at the head of the buffer: drops its
+    /// first byte and rescans the rest, emitting any frame found there. A
+    /// receiver calls this when the line has gone quiet, so a stray start
+    /// marker with a plausible length cannot hold back a complete frame
+    /// behind it until more bytes arrive.
+    pub fn resync(&mut self, mut on_frame: impl FnMut(RawFrame)) {
+        if self.len == 0 {
+            return;
+        }
+        self.skip(1);
+        while let Some(frame) = self.next_frame() {
+            on_frame(frame);
+        }
+    }
+
     /// Feeds bytes; `on_frame` is called for every complete, CRC-valid frame
     /// in the order they end in the stream.
     pub fn feed(&mut self, bytes: &[u8], mut on_frame: impl FnMut(RawFrame)) {

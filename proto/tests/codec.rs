@@ -993,3 +993,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn resync_releases_a_frame_held_behind_a_stray_start_marker() {
+    use pulse_proto::message::Message;
+    let frame = Message::WriteAck {
+        status: pulse_proto::WireStatus::Ok,
+    }
+    .to_frame(1, 7);
+    let mut decoder = pulse_proto::Decoder::new();
+    let mut got = Vec::new();
+    // `a5 0c` promises a 12-byte payload: the 9-byte frame after it is held.
+    decoder.feed(&[0xA5, 0x0C], |f| got.push(f));
+    decoder.feed(frame.as_bytes(), |f| got.push(f));
+    assert!(got.is_empty());
+    decoder.resync(|f| got.push(f));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].seq, 7);
+    assert_eq!(decoder.pending(), 0);
+    // Nothing held: resync is a no-op.
+    decoder.resync(|f| got.push(f));
+    assert_eq!(got.len(), 1);
+}
