@@ -46,8 +46,8 @@ macro_rules! statuses {
 statuses! {
     /// The call succeeded.
     SUCCESS = 0x0000_0000, "the operation succeeded";
-    /// An allocation failed.
-    INSUFFICIENT_RESOURCES = 0xC000_0002, "a memory allocation failed";
+    /// Memory or file descriptors ran out while creating the engine.
+    INSUFFICIENT_RESOURCES = 0xC000_0002, "memory or another resource (file descriptors) ran out";
     /// Transport I/O failed while reading.
     READ_FAILED = 0xC000_0003, "transport communication failed during a read operation";
     /// Transport I/O failed while writing.
