@@ -51,14 +51,15 @@ impl Engine {
         }
         let spec =
             TransportSpec::parse(&config.transport).map_err(|_| Status::INVALID_PARAMETER)?;
-        let opened = transport::open(&spec, config.call_budget())?;
+        // One budget for the whole call: connecting and the handshake.
+        let deadline = Instant::now() + config.call_budget();
+        let opened = transport::open(&spec, deadline)?;
         let mut link = Link {
             transport: opened.link,
             decoder: Decoder::new(),
             session: NO_SESSION,
             next_seq: crate::entropy::u64() as u16,
         };
-        let deadline = Instant::now() + config.call_budget();
         let hello = Message::Hello {
             version: PROTOCOL_VERSION,
             nonce: crate::entropy::u64() as u32,

@@ -99,8 +99,8 @@ pub struct Opened {
     pub sim: Option<Arc<Mutex<hv_stub::sim::SimTarget>>>,
 }
 
-/// Opens the transport a spec names; `budget` bounds connecting.
-pub fn open(spec: &TransportSpec, budget: Duration) -> Result<Opened, Status> {
+/// Opens the transport a spec names; connecting ends by `deadline`.
+pub fn open(spec: &TransportSpec, deadline: Instant) -> Result<Opened, Status> {
     match spec {
         TransportSpec::Sim { cpu } => {
             let transport = sim::SimTransport::new(*cpu);
@@ -111,7 +111,7 @@ pub fn open(spec: &TransportSpec, budget: Duration) -> Result<Opened, Status> {
             })
         }
         TransportSpec::Tcp { host, port } => Ok(Opened {
-            link: Box::new(tcp::TcpTransport::connect(host, *port, budget)?),
+            link: Box::new(tcp::TcpTransport::connect(host, *port, deadline)?),
             sim: None,
         }),
         TransportSpec::Serial { device, baud } => Ok(Opened {

@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{remaining, LinkError, Transport};
 use crate::status::Status;
@@ -14,8 +14,10 @@ pub struct TcpTransport {
 }
 
 impl TcpTransport {
-    pub fn connect(host: &str, port: u16, budget: Duration) -> Result<Self, Status> {
-        let deadline = Instant::now() + budget;
+    /// Connects to the first address of `host` that accepts by `deadline`.
+    /// Name resolution itself is not bounded by the deadline (the system
+    /// resolver offers no timeout); use an address literal where that matters.
+    pub fn connect(host: &str, port: u16, deadline: Instant) -> Result<Self, Status> {
         let addrs = (host, port)
             .to_socket_addrs()
             .map_err(|_| Status::NO_SUCH_DEVICE)?;
