@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v bochs-bin >/dev/null || need_apt+=(bochs)
+# The `term` display library, the only headless one in Debian's build.
+dpkg -s bochs-term >/dev/null 2>&1 || need_apt+=(bochs-term)
 [ -e /usr/share/bochs/BIOS-bochs-latest ] || need_apt+=(bochsbios)
 [ -e /usr/share/bochs/VGABIOS-lgpl-latest ] || need_apt+=(vgabios)
 command -v cc >/dev/null || need_apt+=(gcc)

@@ -1,0 +1,396 @@
+# hv-stub boot glue: the 512-byte boot sector (real mode), the switch to
+# 32-bit protected mode and identity-mapped long mode, the libc memory
+# functions `core` expects, the exception stubs, the fault-safe RDMSR/WRMSR
+# routines and the VM-exit trampoline. Everything else is Rust.
+    .intel_syntax noprefix
+
+# ---------------------------------------------------------------------------
+# Boot sector, loaded by the BIOS at 0x7C00 with DL = boot drive.
+# ---------------------------------------------------------------------------
+    .section .boot16, "ax"
+    .code16
+    .global _start16
+_start16:
+    cli
+    cld
+    xor ax, ax
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov sp, 0x7C00
+    .att_syntax
+    ljmp $0, $1f
+    .intel_syntax noprefix
+1:
+    mov [boot_drive], dl
+    # Load _load_sectors sectors from LBA 1 to 0x07E0:0000, 64 per call.
+    mov cx, OFFSET _load_sectors
+load_loop:
+    test cx, cx
+    jz loaded
+    mov bx, cx
+    cmp bx, 64
+    jbe 2f
+    mov bx, 64
+2:
+    mov [dap_count], bx
+    mov si, OFFSET dap
+    mov dl, [boot_drive]
+    mov ah, 0x42
+    push cx
+    push bx
+    int 0x13
+    pop bx
+    pop cx
+    jc disk_error
+    sub cx, bx
+    add dword ptr [dap_lba], 64
+    add word ptr [dap_seg], 0x800
+    jmp load_loop
+loaded:
+    # A20 through the "fast A20" port; mask both PICs (the host runs IF=0).
+    in al, 0x92
+    or al, 2
+    and al, 0xFE
+    out 0x92, al
+    mov al, 0xFF
+    out 0x21, al
+    out 0xA1, al
+    lgdt [boot_gdt_desc]
+    mov eax, cr0
+    or eax, 1
+    mov cr0, eax
+    .att_syntax
+    ljmp $0x08, $pm32
+    .intel_syntax noprefix
+disk_error:
+    mov al, 'D'
+    out 0xE9, al
+3:
+    hlt
+    jmp 3b
+
+    .balign 8
+boot_gdt:
+    .quad 0
+    .quad 0x00CF9A000000FFFF        # 0x08: 32-bit code
+    .quad 0x00CF92000000FFFF        # 0x10: data
+    .quad 0x00AF9A000000FFFF        # 0x18: 64-bit code
+boot_gdt_end:
+boot_gdt_desc:
+    .word boot_gdt_end - boot_gdt - 1
+    .long boot_gdt
+
+    .balign 4
+dap:
+    .byte 0x10, 0
+dap_count:
+    .word 0
+dap_off:
+    .word 0
+dap_seg:
+    .word 0x07E0
+dap_lba:
+    .quad 1
+boot_drive:
+    .byte 0
+
+    .org 510
+    .byte 0x55, 0xAA
+
+# ---------------------------------------------------------------------------
+# Second stage, loaded at 0x7E00: 32-bit protected mode -> long mode.
+# ---------------------------------------------------------------------------
+    .section .boot32, "ax"
+    .code32
+pm32:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov fs, ax
+    mov gs, ax
+    mov esp, 0x7C00
+    # Page tables at 0x1000 (PML4), 0x2000 (PDPT), 0x3000 (PD).
+    mov edi, 0x1000
+    xor eax, eax
+    mov ecx, 0xC00
+    rep stosd
+    mov dword ptr [0x1000], 0x2003
+    mov dword ptr [0x2000], 0x3003
+    mov edi, 0x3000
+    mov eax, 0x83                   # present, writable, 2 MiB page
+    mov ecx, 512
+4:
+    mov [edi], eax
+    add eax, 0x200000
+    add edi, 8
+    loop 4b
+    # CR4: PAE | OSFXSR | OSXMMEXCPT (core uses SSE).
+    mov eax, cr4
+    or eax, (1 << 5) | (1 << 9) | (1 << 10)
+    mov cr4, eax
+    mov eax, 0x1000
+    mov cr3, eax
+    mov ecx, 0xC0000080             # IA32_EFER.LME
+    rdmsr
+    or eax, 1 << 8
+    wrmsr
+    # CR0: clear EM, NW, CD; set PG, NE, MP, PE.
+    mov eax, cr0
+    and eax, ~((1 << 2) | (1 << 29) | (1 << 30))
+    or eax, (1 << 31) | (1 << 5) | (1 << 1) | 1
+    mov cr0, eax
+    .att_syntax
+    ljmp $0x18, $lm64
+    .intel_syntax noprefix
+
+    .code64
+lm64:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov fs, ax
+    mov gs, ax
+    mov rdi, OFFSET _bss_start
+    mov rcx, OFFSET _bss_end
+    sub rcx, rdi
+    xor eax, eax
+    rep stosb
+    mov rsp, OFFSET boot_stack_top
+    call hv_main
+5:
+    cli
+    hlt
+    jmp 5b
+
+# ---------------------------------------------------------------------------
+# The C library functions the linux-gnu `core` links against.
+# ---------------------------------------------------------------------------
+    .text
+    .global memcpy
+memcpy:
+    mov rax, rdi
+    mov rcx, rdx
+    rep movsb
+    ret
+
+    .global memset
+memset:
+    mov r8, rdi
+    mov eax, esi
+    mov rcx, rdx
+    rep stosb
+    mov rax, r8
+    ret
+
+    .global memmove
+memmove:
+    mov rax, rdi
+    mov rcx, rdx
+    cmp rdi, rsi
+    jbe 6f
+    lea rsi, [rsi + rcx - 1]
+    lea rdi, [rdi + rcx - 1]
+    std
+    rep movsb
+    cld
+    ret
+6:
+    rep movsb
+    ret
+
+    .global memcmp
+    .global bcmp
+memcmp:
+bcmp:
+    xor eax, eax
+    test rdx, rdx
+    jz 8f
+7:
+    movzx eax, byte ptr [rdi]
+    movzx ecx, byte ptr [rsi]
+    sub eax, ecx
+    jnz 8f
+    inc rdi
+    inc rsi
+    dec rdx
+    jnz 7b
+8:
+    ret
+
+# ---------------------------------------------------------------------------
+# Fault-safe MSR access. The #GP handler (Rust, src/cpu.rs) recognises the
+# faulting RIP hv_rdmsr_insn / hv_wrmsr_insn and resumes at the matching
+# recovery label, which returns 1.
+#   u32 hv_safe_rdmsr(u32 msr, u64 *out)   -> 0 ok, 1 #GP
+#   u32 hv_safe_wrmsr(u32 msr, u64 value)  -> 0 ok, 1 #GP
+# ---------------------------------------------------------------------------
+    .global hv_safe_rdmsr, hv_rdmsr_insn, hv_rdmsr_recover
+hv_safe_rdmsr:
+    mov ecx, edi
+hv_rdmsr_insn:
+    rdmsr
+    shl rdx, 32
+    or rax, rdx
+    mov [rsi], rax
+    xor eax, eax
+    ret
+hv_rdmsr_recover:
+    mov eax, 1
+    ret
+
+    .global hv_safe_wrmsr, hv_wrmsr_insn, hv_wrmsr_recover
+hv_safe_wrmsr:
+    mov ecx, edi
+    mov rax, rsi
+    mov rdx, rsi
+    shr rdx, 32
+hv_wrmsr_insn:
+    wrmsr
+    xor eax, eax
+    ret
+hv_wrmsr_recover:
+    mov eax, 1
+    ret
+
+# ---------------------------------------------------------------------------
+# Exception stubs (vectors 0-31): push a dummy error code where the CPU does
+# not, push the vector, save the GPRs and the FPU/SSE state, call
+# hv_exception(frame), restore, iretq. Entered on an IST stack.
+# ---------------------------------------------------------------------------
+    .macro EXC_NOERR n
+exc_\n:
+    push 0
+    push \n
+    jmp exc_common
+    .endm
+    .macro EXC_ERR n
+exc_\n:
+    push \n
+    jmp exc_common
+    .endm
+
+    EXC_NOERR 0
+    EXC_NOERR 1
+    EXC_NOERR 2
+    EXC_NOERR 3
+    EXC_NOERR 4
+    EXC_NOERR 5
+    EXC_NOERR 6
+    EXC_NOERR 7
+    EXC_ERR 8
+    EXC_NOERR 9
+    EXC_ERR 10
+    EXC_ERR 11
+    EXC_ERR 12
+    EXC_ERR 13
+    EXC_ERR 14
+    EXC_NOERR 15
+    EXC_NOERR 16
+    EXC_ERR 17
+    EXC_NOERR 18
+    EXC_NOERR 19
+    EXC_NOERR 20
+    EXC_ERR 21
+    EXC_NOERR 22
+    EXC_NOERR 23
+    EXC_NOERR 24
+    EXC_NOERR 25
+    EXC_NOERR 26
+    EXC_NOERR 27
+    EXC_NOERR 28
+    EXC_ERR 29
+    EXC_ERR 30
+    EXC_NOERR 31
+
+    .macro PUSH_GPRS
+    push r15
+    push r14
+    push r13
+    push r12
+    push r11
+    push r10
+    push r9
+    push r8
+    push rbp
+    push rdi
+    push rsi
+    push rdx
+    push rcx
+    push rbx
+    push rax
+    .endm
+    .macro POP_GPRS
+    pop rax
+    pop rbx
+    pop rcx
+    pop rdx
+    pop rsi
+    pop rdi
+    pop rbp
+    pop r8
+    pop r9
+    pop r10
+    pop r11
+    pop r12
+    pop r13
+    pop r14
+    pop r15
+    .endm
+
+exc_common:
+    PUSH_GPRS
+    mov rdi, rsp
+    mov rbx, rsp
+    and rsp, -16
+    sub rsp, 512
+    fxsave64 [rsp]
+    call hv_exception
+    fxrstor64 [rsp]
+    mov rsp, rbx
+    POP_GPRS
+    add rsp, 16
+    iretq
+
+    .section .rodata.hv_exception_stubs, "a"
+    .balign 8
+    .global hv_exception_stubs
+hv_exception_stubs:
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .quad exc_\n
+    .endr
+
+# ---------------------------------------------------------------------------
+# VM exit: HOST_RIP. Saves the guest's GPRs and FPU/SSE state on the host
+# exit stack (HOST_RSP), calls hv_vmexit(regs), restores, VMRESUMEs. If
+# VMRESUME fails, hv_vmresume_failed() reports it and never returns.
+# ---------------------------------------------------------------------------
+    .text
+    .global hv_vmexit_entry
+hv_vmexit_entry:
+    PUSH_GPRS
+    mov rdi, rsp
+    mov rbx, rsp
+    and rsp, -16
+    sub rsp, 512
+    fxsave64 [rsp]
+    call hv_vmexit
+    fxrstor64 [rsp]
+    mov rsp, rbx
+    POP_GPRS
+    vmresume
+    and rsp, -16
+    call hv_vmresume_failed
+9:
+    cli
+    hlt
+    jmp 9b
+
+# The boot stack (hv_main's stack, never returned from).
+    .section .bss.boot_stack, "aw", @nobits
+    .balign 16
+boot_stack:
+    .skip 65536
+boot_stack_top:

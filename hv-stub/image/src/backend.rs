@@ -1,0 +1,79 @@
+//! The real VMX backend of hv-stub's routing: VMREAD/VMWRITE of the current
+//! VMCS, fault-safe RDMSR/WRMSR in VMX-root mode, the VM-entry MSR-load area
+//! and the IA32_FEATURE_CONTROL shadow the guest's RDMSR sees.
+
+use hv_stub::{CpuCaps, GpFault, MsrEntry, VmxBackend};
+
+use crate::{cpu, say, vmx};
+
+pub struct RealVmx {
+    caps: CpuCaps,
+    /// The VM-entry MSR-load area the VMCS points at (0x200A).
+    load_area: &'static mut [MsrEntry],
+    /// Entries in force (the VMCS count field 0x4014).
+    load_count: usize,
+    feature_control: u64,
+}
+
+impl RealVmx {
+    pub fn new(
+        caps: CpuCaps,
+        load_area: &'static mut [MsrEntry],
+        load_count: usize,
+        feature_control: u64,
+    ) -> RealVmx {
+        RealVmx {
+            caps,
+            load_area,
+            load_count,
+            feature_control,
+        }
+    }
+
+    pub fn feature_control(&self) -> u64 {
+        self.feature_control
+    }
+}
+
+impl VmxBackend for RealVmx {
+    fn caps(&self) -> &CpuCaps {
+        &self.caps
+    }
+
+    fn vmread(&self, field: u32) -> u64 {
+        vmx::vmread(field).unwrap_or_else(|| {
+            say!("HV vmread {field:#x} failed");
+            0
+        })
+    }
+
+    fn vmwrite(&mut self, field: u32, value: u64) {
+        // SAFETY: the shared routing only writes guest-state fields and the
+        // VM-entry controls (IA-32e mode guest kept equal to EFER.LMA), never
+        // host state, so the next VM exit still lands in the trampoline.
+        if unsafe { vmx::vmwrite(field, value) }.is_err() {
+            say!("HV vmwrite {field:#x} failed");
+        }
+    }
+
+    fn rdmsr(&mut self, msr: u32) -> Result<u64, GpFault> {
+        cpu::rdmsr_safe(msr)
+    }
+
+    fn wrmsr(&mut self, msr: u32, value: u64) -> Result<(), GpFault> {
+        // SAFETY: the routing sends here only MSRs VM entry does not switch
+        // (shared by host and guest): writing them on a debugger's request is
+        // hv-stub's purpose. The MSRs the host itself depends on (EFER, PAT,
+        // DEBUGCTL, PERF_GLOBAL_CTRL, CET, FS/GS base, SYSENTER) are switched
+        // by the VM-exit load controls and routed to guest fields instead.
+        unsafe { cpu::wrmsr_safe(msr, value) }
+    }
+
+    fn entry_load_area(&mut self) -> &mut [MsrEntry] {
+        &mut self.load_area[..self.load_count]
+    }
+
+    fn feature_control_shadow(&mut self) -> &mut u64 {
+        &mut self.feature_control
+    }
+}

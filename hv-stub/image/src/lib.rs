@@ -1,0 +1,51 @@
+//! hv-stub as a bootable hypervisor. boot.s gets the processor from the
+//! BIOS into identity-mapped long mode and calls `hv_main`; `hv` enters VMX
+//! operation and runs the observer guest (`guest`), serving libpulse's
+//! requests on COM1 from its VM exits through hv-stub's shared core.
+//!
+//! `unsafe` lives only in the small modules that need it: `port` (port I/O),
+//! `cpu` (MSRs, control registers), `vmx` (VMX instructions), `desc`
+//! (descriptor tables) and `hv` (the VMX regions and the exit handler's
+//! state); every block carries a `SAFETY:` comment.
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod backend;
+pub mod caps;
+pub mod console;
+pub mod cpu;
+pub mod desc;
+pub mod guest;
+pub mod hv;
+pub mod port;
+pub mod uart;
+pub mod vmx;
+
+/// Entered from boot.s in long mode, IF=0, SSE enabled, .bss zeroed.
+#[no_mangle]
+pub extern "C" fn hv_main() -> ! {
+    if cfg!(feature = "echo") {
+        echo()
+    }
+    say!("\nHV hv-stub booting");
+    hv::start()
+}
+
+/// The `echo` build: COM1 echoes every byte, no VMX. Measures the floor a
+/// polled UART sets in the same Bochs configuration.
+fn echo() -> ! {
+    let mut uart = uart::Uart::com1();
+    say!("\nECHO\nREADY");
+    loop {
+        if let Some(byte) = uart.try_read() {
+            uart.write_all(&[byte]);
+        }
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    say!("\nFATAL panic: {info}");
+    console::shutdown()
+}

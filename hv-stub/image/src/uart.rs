@@ -1,0 +1,51 @@
+//! COM1, a polled 16550: 115200 baud (divisor 1), 8N1, FIFOs on, no
+//! interrupts.
+
+use crate::port::{inb, outb};
+
+const COM1: u16 = 0x3F8;
+const THR_RBR: u16 = 0;
+const IER: u16 = 1;
+const FCR: u16 = 2;
+const LCR: u16 = 3;
+const MCR: u16 = 4;
+const LSR: u16 = 5;
+const LSR_DATA_READY: u8 = 1 << 0;
+const LSR_THR_EMPTY: u8 = 1 << 5;
+/// FIFOs on and cleared, receive trigger at 1 byte: Bochs only reports
+/// "data ready" once the trigger level (or the character timeout) is
+/// reached, and with 14 every short frame would wait for the timeout.
+const FCR_VALUE: u8 = 0x07;
+
+pub struct Uart {
+    base: u16,
+}
+
+impl Uart {
+    pub fn com1() -> Uart {
+        let uart = Uart { base: COM1 };
+        outb(uart.base + IER, 0x00);
+        outb(uart.base + LCR, 0x80); // DLAB
+        outb(uart.base + THR_RBR, 0x01); // divisor 1 = 115200 baud
+        outb(uart.base + IER, 0x00);
+        outb(uart.base + LCR, 0x03); // 8N1
+        outb(uart.base + FCR, FCR_VALUE);
+        outb(uart.base + MCR, 0x03); // DTR | RTS
+        uart
+    }
+
+    pub fn try_read(&mut self) -> Option<u8> {
+        if inb(self.base + LSR) & LSR_DATA_READY != 0 {
+            Some(inb(self.base + THR_RBR))
+        } else {
+            None
+        }
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            while inb(self.base + LSR) & LSR_THR_EMPTY == 0 {}
+            outb(self.base + THR_RBR, b);
+        }
+    }
+}

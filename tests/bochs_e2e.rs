@@ -1,0 +1,307 @@
+//! Tier 4: libpulse against the real hv-stub hypervisor (VMX emulated by
+//! Bochs). Each test boots the image, waits for the observer guest's READY,
+//! writes MSRs through `pulse::Engine` and checks what the guest itself
+//! printed after reading them with RDMSR. Needs `bochs-bin` (the tests fail,
+//! not skip, without it).
+//!
+//! Run: `cargo test --test bochs_e2e` (builds hv-stub/image first).
+
+mod bochs;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bochs::{free_port, open_engine, Bochs, Com1, Pty, Relay};
+use pulse::{Engine, Status};
+
+const OBS_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
+
+const SYSENTER_CS: u32 = 0x174;
+const SYSENTER_ESP: u32 = 0x175;
+const SYSENTER_EIP: u32 = 0x176;
+const DEBUGCTL: u32 = 0x1D9;
+const PAT: u32 = 0x277;
+const EFER: u32 = 0xC000_0080;
+const PERF_GLOBAL_CTRL: u32 = 0x38F;
+const BNDCFGS: u32 = 0xD90;
+const RTIT_CTL: u32 = 0x570;
+const PKRS: u32 = 0x6E1;
+const S_CET: u32 = 0x6A2;
+const INTERRUPT_SSP_TABLE_ADDR: u32 = 0x6A8;
+const FEATURE_CONTROL: u32 = 0x3A;
+const FS_BASE: u32 = 0xC000_0100;
+const GS_BASE: u32 = 0xC000_0101;
+const LSTAR: u32 = 0xC000_0082;
+const KERNEL_GS_BASE: u32 = 0xC000_0102;
+
+/// A new valid value per watched MSR (for those the emulated CPU has).
+fn new_value(msr: u32, current: u64) -> u64 {
+    match msr {
+        SYSENTER_CS => 0x10,
+        SYSENTER_ESP => 0xFFFF_8000_1234_5000,
+        SYSENTER_EIP => 0xFFFF_8000_0BAD_C0DE,
+        DEBUGCTL => 0x1,
+        // Entry 5 becomes WC (1): valid memory types only.
+        PAT => 0x0007_0106_0007_0406,
+        // Toggle SCE; LME/LMA stay as long mode needs them.
+        EFER => current ^ 1,
+        PERF_GLOBAL_CTRL => 0x1,
+        BNDCFGS => 0x1,
+        RTIT_CTL => 0x4,
+        PKRS => 0x5555_5554,
+        S_CET => 0x4, // ENDBR_EN (the guest's CR4.CET is 0: no effect)
+        INTERRUPT_SSP_TABLE_ADDR => 0xFFFF_8000_0000_1000,
+        FEATURE_CONTROL => current & !1, // unlock the shadow
+        FS_BASE => 0x7F00_1234_0000,
+        GS_BASE => 0xFFFF_8880_0002_0000,
+        LSTAR => 0xFFFF_FFFF_8100_0000,
+        KERNEL_GS_BASE => 0xFFFF_8880_1234_0000,
+        other => panic!("no test value for MSR {other:#x}"),
+    }
+}
+
+fn boot_tcp() -> (Bochs, Engine, BTreeMap<u32, u64>) {
+    let port = free_port();
+    let vm = Bochs::start(Com1::TcpServer(port));
+    let engine = open_engine(&vm, &format!("tcp:127.0.0.1:{port}"), REQUEST_TIMEOUT);
+    let initial = vm.wait_ready();
+    (vm, engine, initial)
+}
+
+/// Write -> the guest prints the new value -> read_msr agrees.
+fn write_and_observe(vm: &Bochs, engine: &Engine, msr: u32, value: u64, seen: u64) {
+    let from = vm.cursor();
+    engine
+        .write_msr(msr, value)
+        .unwrap_or_else(|s| panic!("write_msr({msr:#x}, {value:#x}) failed: {s:?}"));
+    vm.wait_obs(from, msr, seen, OBS_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let read = engine
+        .read_msr(msr)
+        .unwrap_or_else(|s| panic!("read_msr({msr:#x}) failed: {s:?}"));
+    assert_eq!(read, seen, "read_msr({msr:#x}) disagrees with the guest");
+}
+
+#[test]
+fn guest_sees_every_write_over_tcp() {
+    let (vm, engine, initial) = boot_tcp();
+    assert_ne!(
+        engine.capabilities() & pulse::pulse_proto::message::caps::REAL_VMX,
+        0
+    );
+    assert_ne!(
+        engine.capabilities() & pulse::pulse_proto::message::caps::GUEST_OBSERVER,
+        0
+    );
+    // Shared MSRs and the always-loaded fields exist on every model.
+    for msr in [
+        SYSENTER_CS,
+        SYSENTER_ESP,
+        SYSENTER_EIP,
+        PAT,
+        EFER,
+        FS_BASE,
+        GS_BASE,
+        LSTAR,
+    ] {
+        assert!(initial.contains_key(&msr), "guest did not observe {msr:#x}");
+    }
+    // The guest's own WRMSR to the locked FEATURE_CONTROL shadow got #GP.
+    assert!(vm
+        .lines()
+        .iter()
+        .any(|l| l.contains("GUEST feature-control write #GP")));
+
+    for (&msr, &current) in &initial {
+        let value = new_value(msr, current);
+        write_and_observe(&vm, &engine, msr, value, value);
+        eprintln!("MSR {msr:#x}: wrote {value:#x}, guest saw it, read_msr agrees");
+    }
+
+    // IA32_SYSENTER_CS has a 32-bit VMCS field: bits 63:32 are dropped.
+    write_and_observe(&vm, &engine, SYSENTER_CS, 0xDEAD_BEEF_0000_0008, 0x8);
+
+    // Refused values and a nonexistent MSR: #GP, and nothing breaks.
+    let bad_pat = 0x0007_0406_0007_0402; // memory type 2 is reserved
+    assert_eq!(
+        engine.write_msr(PAT, bad_pat),
+        Err(Status::EXCEPTION_GENERAL_PROTECTION)
+    );
+    assert_eq!(
+        engine.write_msr(0x1234_5678, 1),
+        Err(Status::EXCEPTION_GENERAL_PROTECTION)
+    );
+    assert_eq!(
+        engine.read_msr(0x1234_5678),
+        Err(Status::EXCEPTION_GENERAL_PROTECTION)
+    );
+    assert_eq!(
+        engine.write_msr(LSTAR, 0x8000_0000_0000_0000), // not canonical
+        Err(Status::EXCEPTION_GENERAL_PROTECTION)
+    );
+    // Guest-applied MSRs this CPU model lacks (or never lets the guest read,
+    // like IA32_SMBASE) still route without breaking the next VM entry.
+    for msr in [0x9E, DEBUGCTL, PERF_GLOBAL_CTRL, BNDCFGS, RTIT_CTL, PKRS] {
+        if initial.contains_key(&msr) {
+            continue;
+        }
+        let value = if msr == 0x9E {
+            0x3_0000
+        } else {
+            new_value(msr, 0)
+        };
+        let result = engine.write_msr(msr, value);
+        eprintln!(
+            "MSR {msr:#x} (not observable): write {value:#x} -> {result:?}, read -> {:?}",
+            engine.read_msr(msr)
+        );
+        assert!(
+            matches!(result, Ok(()) | Err(Status::EXCEPTION_GENERAL_PROTECTION)),
+            "write_msr({msr:#x}) -> {result:?}"
+        );
+    }
+    // The PAT the guest sees is still the last good one.
+    assert_eq!(engine.read_msr(PAT), Ok(new_value(PAT, 0)));
+    // The guest keeps running and observing afterwards.
+    write_and_observe(
+        &vm,
+        &engine,
+        LSTAR,
+        0xFFFF_FFFF_8200_0000,
+        0xFFFF_FFFF_8200_0000,
+    );
+    let from = vm.cursor();
+    vm.wait_from(from, OBS_TIMEOUT, |l| l.contains("ALIVE"))
+        .unwrap_or_else(|e| panic!("guest stopped: {e}"));
+}
+
+#[test]
+fn serial_transport_over_a_pty() {
+    let bochs_side = Pty::open();
+    let engine_side = Pty::open();
+    let bochs_tty = bochs_side.path.clone();
+    let engine_tty = engine_side.path.clone();
+    let _relay = Relay::start(bochs_side, engine_side);
+    let vm = Bochs::start(Com1::Term(bochs_tty));
+    let initial = vm.wait_ready();
+    let engine = open_engine(
+        &vm,
+        &format!("serial:{}", engine_tty.display()),
+        REQUEST_TIMEOUT,
+    );
+    assert!(initial.contains_key(&LSTAR));
+    write_and_observe(
+        &vm,
+        &engine,
+        LSTAR,
+        0xFFFF_FFFF_8123_4000,
+        0xFFFF_FFFF_8123_4000,
+    );
+    write_and_observe(&vm, &engine, SYSENTER_CS, 0x1_0000_0023, 0x23);
+    assert_eq!(
+        engine.write_msr(0x1234_5678, 0),
+        Err(Status::EXCEPTION_GENERAL_PROTECTION)
+    );
+    write_and_observe(
+        &vm,
+        &engine,
+        GS_BASE,
+        0xFFFF_8880_0004_0000,
+        0xFFFF_8880_0004_0000,
+    );
+}
+
+/// Not a correctness test: prints boot-to-READY time and write round trips
+/// per second for docs/BENCHMARKS-bochs.md. `cargo test --test bochs_e2e
+/// -- --ignored --nocapture bench`.
+#[test]
+#[ignore]
+fn bench_round_trips_over_tcp() {
+    let start = Instant::now();
+    let (vm, engine, _) = boot_tcp();
+    let boot = start.elapsed();
+    let n = 2000u32;
+    let t = Instant::now();
+    for i in 0..n {
+        engine
+            .write_msr(LSTAR, 0xFFFF_FFFF_8000_0000 + u64::from(i) * 0x1000)
+            .unwrap();
+    }
+    let writes = t.elapsed();
+    let t = Instant::now();
+    for _ in 0..n {
+        engine.read_msr(LSTAR).unwrap();
+    }
+    let reads = t.elapsed();
+    println!(
+        "BENCH boot_to_ready_ms={} writes_per_s={:.0} reads_per_s={:.0} (n={n}, ips={})",
+        boot.as_millis(),
+        f64::from(n) / writes.as_secs_f64(),
+        f64::from(n) / reads.as_secs_f64(),
+        bochs::ips()
+    );
+    drop(vm);
+}
+
+/// The floor: the same Bochs and COM1 setup running a bare polled echo loop
+/// (no VMX). A 20-byte message is the size of a WriteMsr frame.
+/// `cargo test --test bochs_e2e -- --ignored --nocapture bench`.
+#[test]
+#[ignore]
+fn bench_uart_echo_floor_over_tcp() {
+    use std::io::{Read, Write};
+    let port = free_port();
+    let vm = Bochs::start_image(&bochs::echo_image(), Com1::TcpServer(port));
+    let end = Instant::now() + bochs::BOOT_TIMEOUT;
+    let mut stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("cannot connect to Bochs COM1: {e}"),
+        }
+    };
+    stream.set_nodelay(true).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    vm.wait_from(0, bochs::BOOT_TIMEOUT, |l| l.trim_end().ends_with("READY"))
+        .unwrap();
+    for size in [9usize, 16, 20] {
+        let n = 2000u32;
+        let message = vec![0x5Au8; size];
+        let mut back = vec![0u8; size];
+        let t = Instant::now();
+        for _ in 0..n {
+            stream.write_all(&message).unwrap();
+            let mut got = 0;
+            while got < size {
+                quickack(&stream);
+                got += stream.read(&mut back[got..]).unwrap();
+            }
+        }
+        let elapsed = t.elapsed();
+        println!(
+            "BENCH echo_bytes={size} round_trips_per_s={:.0} (n={n}, ips={})",
+            f64::from(n) / elapsed.as_secs_f64(),
+            bochs::ips()
+        );
+    }
+}
+
+/// Linux: acknowledge the next segment at once (Bochs does not set
+/// TCP_NODELAY; with delayed ACKs every round trip would stall ~40 ms).
+fn quickack(stream: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own with a c_int option value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
