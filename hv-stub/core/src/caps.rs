@@ -33,12 +33,35 @@ pub struct CpuCaps {
     pub entry_allowed1: u32,
     /// VM-exit controls that may be 1 (allowed-1 of IA32_VMX_TRUE_EXIT_CTLS).
     pub exit_allowed1: u32,
+    /// VM-entry controls that must be 1 (the allowed-0 settings of
+    /// IA32_VMX_TRUE_ENTRY_CTLS that read 1), among those the model knows.
+    /// The first VMX processors support only the 1-setting of "load debug
+    /// controls" (SDM 24.8.1).
+    pub entry_required1: u32,
+    /// VM-exit controls that must be 1 (e.g. "save debug controls" on the
+    /// first VMX processors, SDM 24.7.1).
+    pub exit_required1: u32,
+    /// Intel PT: address ranges, CPUID.(EAX=14H,ECX=1):EAX[2:0]. The
+    /// ADDRn_CFG fields of IA32_RTIT_CTL for n >= this must stay 0.
+    pub pt_address_ranges: u8,
+    /// Intel PT: supported MTCFreq encodings, CPUID.(EAX=14H,ECX=1):EAX[31:16].
+    pub pt_mtc_periods: u16,
+    /// Intel PT: supported CycThresh encodings, CPUID.(EAX=14H,ECX=1):EBX[15:0].
+    pub pt_cyc_thresholds: u16,
+    /// Intel PT: supported PSBFreq encodings, CPUID.(EAX=14H,ECX=1):EBX[31:16].
+    pub pt_psb_periods: u16,
+    /// Intel PT: single-range output, CPUID.(EAX=14H,ECX=0):ECX[2]. Without
+    /// it, TraceEn = 1 needs ToPA (or FabricEn).
+    pub pt_single_range_output: bool,
 }
 
-/// DEBUGCTL bits on current parts: LBR, BTF, 6..=15 (TR, BTS, BTINT,
+/// DEBUGCTL bits on Skylake-class parts: LBR, BTF, 6..=15 (TR, BTS, BTINT,
 /// BTS_OFF_OS/USR, FREEZE_LBRS_ON_PMI, FREEZE_PERFMON_ON_PMI,
 /// ENABLE_UNCORE_PMI, FREEZE_WHILE_SMM, RTM_DEBUG). Bits 5:2 are reserved.
-const DEBUGCTL_MODERN: u64 = 0b11 | (0x3FF << 6);
+const DEBUGCTL_CORE: u64 = 0b11 | (0x3FF << 6);
+/// Current server parts add bit 2, BUS_LOCK_DETECT (CPUID.(EAX=7,ECX=0):ECX[24];
+/// KVM's `vmx_get_supported_debugctl` allows it when the guest has the feature).
+const DEBUGCTL_MODERN: u64 = DEBUGCTL_CORE | (1 << 2);
 /// Lock, VMX inside SMX, VMX outside SMX, SENTER enables 14:8, SENTER global
 /// enable 15, SGX launch control 17, SGX global enable 18, LMCE 20.
 const FEATURE_CONTROL_MODERN: u64 =
@@ -49,7 +72,14 @@ const FEATURE_CONTROL_MODERN: u64 =
 const RTIT_CTL_MODERN: u64 =
     0b11_1111 | (0x7F << 7) | (0xF << 14) | (0xF << 19) | (0xF << 24) | (0xFF << 32);
 
-const EXIT_MODERN: u32 = crate::msr::exit::SAVE_DEBUG_CONTROLS
+/// The PT encodings of Skylake-class and later parts (CPUID.14H.1 reads
+/// EAX = 0x0249_0002, EBX = 0x003F_3FFF): MTC periods 0, 3, 6, 9; every
+/// CycThresh 0..=13; PSBFreq 0..=5; two address ranges.
+const PT_MTC_PERIODS: u16 = 0x0249;
+const PT_CYC_THRESHOLDS: u16 = 0x3FFF;
+const PT_PSB_PERIODS: u16 = 0x003F;
+
+const EXIT_SKYLAKE: u32 = crate::msr::exit::SAVE_DEBUG_CONTROLS
     | crate::msr::exit::HOST_ADDRESS_SPACE_SIZE
     | crate::msr::exit::LOAD_IA32_PERF_GLOBAL_CTRL
     | crate::msr::exit::SAVE_IA32_PAT
@@ -57,8 +87,15 @@ const EXIT_MODERN: u32 = crate::msr::exit::SAVE_DEBUG_CONTROLS
     | crate::msr::exit::SAVE_IA32_EFER
     | crate::msr::exit::LOAD_IA32_EFER
     | crate::msr::exit::CLEAR_IA32_RTIT_CTL
+    | crate::msr::exit::CLEAR_IA32_BNDCFGS
+    | crate::msr::exit::CLEAR_IA32_RTIT_CTL;
+
+/// Sapphire Rapids class: CET and PKS state, "save IA32_PERF_GLOBAL_CTRL"
+/// (bit 30); no MPX, hence no "clear IA32_BNDCFGS".
+const EXIT_MODERN: u32 = (EXIT_SKYLAKE & !crate::msr::exit::CLEAR_IA32_BNDCFGS)
     | crate::msr::exit::LOAD_CET_STATE
-    | crate::msr::exit::LOAD_PKRS;
+    | crate::msr::exit::LOAD_PKRS
+    | crate::msr::exit::SAVE_IA32_PERF_GLOBAL_CTRL;
 
 impl CpuCaps {
     /// A current server part (Sapphire Rapids class): PT, CET, PKS; no MPX,
@@ -85,11 +122,19 @@ impl CpuCaps {
             | entry::LOAD_CET_STATE
             | entry::LOAD_PKRS,
         exit_allowed1: EXIT_MODERN,
+        entry_required1: 0,
+        exit_required1: 0,
+        pt_address_ranges: 2,
+        pt_mtc_periods: PT_MTC_PERIODS,
+        pt_cyc_thresholds: PT_CYC_THRESHOLDS,
+        pt_psb_periods: PT_PSB_PERIODS,
+        pt_single_range_output: true,
     };
 
     /// A Skylake-class part: MPX and PT, no CET or PKS.
     pub const SKYLAKE: CpuCaps = CpuCaps {
         name: "skylake",
+        debugctl_valid: DEBUGCTL_CORE,
         pmu_fixed_counters: 3,
         mpx: true,
         pks: false,
@@ -102,15 +147,18 @@ impl CpuCaps {
             | entry::LOAD_IA32_EFER
             | entry::LOAD_IA32_BNDCFGS
             | entry::LOAD_IA32_RTIT_CTL,
-        exit_allowed1: EXIT_MODERN | crate::msr::exit::CLEAR_IA32_BNDCFGS,
+        exit_allowed1: EXIT_SKYLAKE,
         ..CpuCaps::MODERN
     };
 
     /// What Bochs's `tigerlake` model reports (see BOCHS-NOTES.md): no
-    /// BNDCFGS, RTIT_CTL or PKRS load controls.
+    /// BNDCFGS, RTIT_CTL or PKRS load controls; exit controls 0..=22 and 28.
     pub const BOCHS_TIGERLAKE: CpuCaps = CpuCaps {
         name: "bochs-tigerlake",
+        debugctl_valid: DEBUGCTL_CORE,
         intel_pt: false,
+        rtit_ctl_valid: 0,
+        pt_address_ranges: 0,
         pks: false,
         entry_allowed1: entry::LOAD_DEBUG_CONTROLS
             | entry::IA32E_MODE_GUEST
@@ -118,6 +166,7 @@ impl CpuCaps {
             | entry::LOAD_IA32_PAT
             | entry::LOAD_IA32_EFER
             | entry::LOAD_CET_STATE,
+        exit_allowed1: 0x007F_FFFF | crate::msr::exit::LOAD_CET_STATE,
         ..CpuCaps::MODERN
     };
 
@@ -132,8 +181,9 @@ impl CpuCaps {
         ..CpuCaps::MODERN
     };
 
-    /// The first VMX processors: DEBUGCTL always loaded, no other MSR load
-    /// controls, no PMU v2, PT, MPX, PKS or CET.
+    /// The first VMX processors: DEBUGCTL always loaded and saved (only the
+    /// 1-settings of "load debug controls" and "save debug controls"), no
+    /// other MSR load controls, no PMU v2, PT, MPX, PKS or CET.
     pub const LEGACY: CpuCaps = CpuCaps {
         name: "legacy",
         debugctl_valid: 0b11 | (0x1F << 6),
@@ -142,6 +192,7 @@ impl CpuCaps {
         mpx: false,
         intel_pt: false,
         rtit_ctl_valid: 0,
+        pt_address_ranges: 0,
         pks: false,
         cet_shstk: false,
         cet_ibt: false,
@@ -149,6 +200,8 @@ impl CpuCaps {
         entry_allowed1: entry::LOAD_DEBUG_CONTROLS | entry::IA32E_MODE_GUEST,
         exit_allowed1: crate::msr::exit::SAVE_DEBUG_CONTROLS
             | crate::msr::exit::HOST_ADDRESS_SPACE_SIZE,
+        entry_required1: entry::LOAD_DEBUG_CONTROLS,
+        exit_required1: crate::msr::exit::SAVE_DEBUG_CONTROLS,
         ..CpuCaps::MODERN
     };
 
@@ -166,6 +219,11 @@ impl CpuCaps {
 
     pub fn entry_allowed(&self, control: u32) -> bool {
         self.entry_allowed1 & control == control
+    }
+
+    /// Whether the processor supports the 0-setting of every bit of `control`.
+    pub fn entry_may_be_0(&self, control: u32) -> bool {
+        self.entry_required1 & control == 0
     }
 
     pub fn has_cet(&self) -> bool {

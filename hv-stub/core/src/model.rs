@@ -11,6 +11,7 @@
 
 use crate::caps::CpuCaps;
 use crate::msr::{bits, entry, exit, field, index::*};
+use crate::routing::{self, Place};
 use crate::validate::{self, is_canonical, pat_valid, EFER_VALID};
 use crate::vmx::{GpFault, MsrEntry, VmxBackend};
 
@@ -121,6 +122,15 @@ enum Mode {
     Guest,
 }
 
+/// A snapshot of the model's state (see [`SoftVmx::state`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ModelState {
+    pub vmcs: [(u32, u64); FIELDS.len()],
+    pub msrs: [(u32, u64); MSRS.len()],
+    pub load_area: [MsrEntry; LOAD_AREA_CAPACITY],
+    pub feature_control_shadow: u64,
+}
+
 #[derive(Clone)]
 pub struct SoftVmx {
     caps: CpuCaps,
@@ -138,7 +148,9 @@ pub struct SoftVmx {
 pub fn exit_partner(entry_control: u32) -> u32 {
     match entry_control {
         entry::LOAD_DEBUG_CONTROLS => exit::SAVE_DEBUG_CONTROLS,
-        entry::LOAD_IA32_PERF_GLOBAL_CTRL => exit::LOAD_IA32_PERF_GLOBAL_CTRL,
+        entry::LOAD_IA32_PERF_GLOBAL_CTRL => {
+            exit::LOAD_IA32_PERF_GLOBAL_CTRL | exit::SAVE_IA32_PERF_GLOBAL_CTRL
+        }
         entry::LOAD_IA32_PAT => exit::SAVE_IA32_PAT | exit::LOAD_IA32_PAT,
         entry::LOAD_IA32_EFER => exit::SAVE_IA32_EFER | exit::LOAD_IA32_EFER,
         entry::LOAD_IA32_BNDCFGS => exit::CLEAR_IA32_BNDCFGS,
@@ -193,8 +205,8 @@ impl SoftVmx {
     }
 
     fn power_on_state(&mut self) {
-        let mut controls = entry::IA32E_MODE_GUEST;
-        let mut exits = exit::HOST_ADDRESS_SPACE_SIZE;
+        let mut controls = entry::IA32E_MODE_GUEST | self.caps.entry_required1;
+        let mut exits = exit::HOST_ADDRESS_SPACE_SIZE | self.caps.exit_required1;
         for control in MSR_LOAD_CONTROLS {
             if self.caps.entry_allowed(control) {
                 controls |= control;
@@ -293,12 +305,26 @@ impl SoftVmx {
 
     /// Turns an MSR load entry control (and its exit partners) on or off, as
     /// a hypervisor that does or does not switch that MSR would. Returns
-    /// false if the processor does not allow the control.
+    /// false (and changes nothing) if the processor does not allow that
+    /// setting: a 1 it does not support, or a 0 for a control it supports
+    /// only as 1 ("load debug controls" on the first VMX processors).
+    ///
+    /// Like a hypervisor that changes how it switches an MSR, the model keeps
+    /// the guest's value across the change: turning a control on first
+    /// copies what the guest sees into the guest-state field; turning it off
+    /// puts the field's value into the live MSR (for IA32_EFER only SCE/NXE
+    /// and the other non-mode bits: VM entry forces LMA/LME either way).
     pub fn set_load_control(&mut self, control: u32, on: bool) -> bool {
         if on && !self.caps.entry_allowed(control) {
             return false;
         }
-        let partner = exit_partner(control) & self.caps.exit_allowed1;
+        if !on && !self.caps.entry_may_be_0(control) {
+            return false;
+        }
+        if self.load_control(control) != on {
+            self.keep_guest_values(control, on);
+        }
+        let partner = exit_partner(control) & self.caps.exit_allowed1 & !self.caps.exit_required1;
         let (e, x) = (self.entry_controls(), self.exit_controls());
         let (e, x) = if on {
             (e | control, x | partner)
@@ -312,6 +338,31 @@ impl SoftVmx {
 
     pub fn load_control(&self, control: u32) -> bool {
         self.entry_controls() & control != 0
+    }
+
+    /// See [`SoftVmx::set_load_control`]: moves the guest's current value of
+    /// each MSR `control` governs to where it will come from once `control`
+    /// is `on`.
+    fn keep_guest_values(&mut self, control: u32, on: bool) {
+        for route in routing::TABLE {
+            let f = match route.place {
+                Place::ControlledField { field, control: c } if c == control => field,
+                Place::Efer if control == entry::LOAD_IA32_EFER => field::GUEST_IA32_EFER,
+                _ => continue,
+            };
+            let Ok(value) = routing::read_msr(self, route.msr) else {
+                continue;
+            };
+            if on {
+                self.set_field(f, value);
+            } else if route.msr == IA32_EFER {
+                let mode = bits::EFER_LME | bits::EFER_LMA;
+                let live = self.live(IA32_EFER).unwrap_or(0);
+                self.set_live(IA32_EFER, (live & mode) | (value & !mode));
+            } else {
+                self.set_live(route.msr, value);
+            }
+        }
     }
 
     /// Puts `msr` in the VM-entry MSR-load area with `value`. Returns false
@@ -330,30 +381,79 @@ impl SoftVmx {
         true
     }
 
+    /// The live MSR value, as the processor holds it now (the host's in
+    /// root mode for MSRs VMX switches); `None` if the MSR does not exist.
+    pub fn live_msr(&self, msr: u32) -> Option<u64> {
+        self.live(msr)
+    }
+
+    /// Everything the model holds except its counters: VMCS fields, the MSR
+    /// file, the VM-entry MSR-load area and the FEATURE_CONTROL shadow. Two
+    /// equal states give the guest exactly the same view.
+    pub fn state(&self) -> ModelState {
+        ModelState {
+            vmcs: self.vmcs,
+            msrs: self.msrs,
+            load_area: self.load_area,
+            feature_control_shadow: self.feature_control_shadow,
+        }
+    }
+
+    /// Whether CR0.PG is 1 in the context a WRMSR executes in: the host's
+    /// (64-bit, paging on) in root mode, the guest's CR0 field in guest mode.
+    fn paging_now(&self) -> bool {
+        match self.mode {
+            Mode::Root => true,
+            Mode::Guest => self.field(field::GUEST_CR0) & bits::CR0_PG != 0,
+        }
+    }
+
     /// Hardware WRMSR: #GP for an absent MSR or a refused value.
     fn hardware_wrmsr(&mut self, msr: u32, value: u64) -> Result<(), GpFault> {
+        self.apply_wrmsr(msr, value)?;
+        self.stats.wrmsrs += 1;
+        Ok(())
+    }
+
+    /// WRMSR's effect and #GP conditions, as both the WRMSR instruction and
+    /// the VM-entry MSR-load area (SDM 26.4: "as if by WRMSR") apply them.
+    fn apply_wrmsr(&mut self, msr: u32, value: u64) -> Result<(), GpFault> {
         let slot = self.msr_slot(msr).ok_or(GpFault)?;
+        let old = self.msrs[slot].1;
         match validate::wrmsr_check(msr, value, &self.caps) {
             Some(Ok(())) => {}
             _ => return Err(GpFault),
         }
+        validate::wrmsr_transition_check(msr, old, value).map_err(|_| GpFault)?;
         let value = match msr {
-            IA32_FEATURE_CONTROL if self.msrs[slot].1 & bits::FEATURE_CONTROL_LOCK != 0 => {
-                return Err(GpFault)
+            IA32_FEATURE_CONTROL if old & bits::FEATURE_CONTROL_LOCK != 0 => return Err(GpFault),
+            // Changing LME while paging is on is #GP (SDM Vol. 3A,
+            // "Initializing IA-32e Mode"; KVM `set_efer`); LMA is read-only:
+            // the written bit is ignored.
+            IA32_EFER => {
+                if self.paging_now() && (value ^ old) & bits::EFER_LME != 0 {
+                    return Err(GpFault);
+                }
+                (value & !bits::EFER_LMA) | (old & bits::EFER_LMA)
             }
-            // LMA is read-only: the processor ignores the written bit.
-            IA32_EFER => (value & !bits::EFER_LMA) | (self.msrs[slot].1 & bits::EFER_LMA),
+            // The model keeps bits 31:0 only, as KVM (a 32-bit VMCS field)
+            // and Bochs (`sysenter_cs_msr = val_32`) do.
+            IA32_SYSENTER_CS => value & 0xFFFF_FFFF,
             _ => value,
         };
         self.msrs[slot].1 = value;
-        self.stats.wrmsrs += 1;
         Ok(())
     }
 
     fn check_guest_state(&self) -> Result<(), EntryFailure> {
         let caps = &self.caps;
         let controls = self.entry_controls();
-        if controls & !caps.entry_allowed1 != 0 || self.exit_controls() & !caps.exit_allowed1 != 0 {
+        let exits = self.exit_controls();
+        if controls & !caps.entry_allowed1 != 0
+            || exits & !caps.exit_allowed1 != 0
+            || controls & caps.entry_required1 != caps.entry_required1
+            || exits & caps.exit_required1 != caps.exit_required1
+        {
             return Err(EntryFailure::ControlNotAllowed);
         }
         let bad = |f: u32| Err(EntryFailure::InvalidGuestState(f));
@@ -424,28 +524,23 @@ impl SoftVmx {
                 return bad(f);
             }
         }
-        if on(entry::LOAD_CET_STATE) && !canonical(field::GUEST_SSP) {
+        // SSP: canonical and 4-byte aligned (Bochs `VMenterLoadCheckGuestState`,
+        // KVM `nested_vmx_check_cet_state_common`).
+        let ssp = self.field(field::GUEST_SSP);
+        if on(entry::LOAD_CET_STATE) && (!canonical(field::GUEST_SSP) || ssp & 3 != 0) {
             return bad(field::GUEST_SSP);
         }
         Ok(())
     }
 
-    /// SDM 26.4: each entry is loaded as by WRMSR; FS/GS base, SMM_MONITOR_CTL
-    /// and the x2APIC range may not appear; reserved bits must be 0.
-    fn check_load_area(&self) -> Result<(), EntryFailure> {
-        for (i, e) in self.area().iter().enumerate() {
-            let forbidden = matches!(e.index, IA32_FS_BASE | IA32_GS_BASE | IA32_SMM_MONITOR_CTL)
-                || e.index >> 8 == 0x8;
-            let loads = self.msr_slot(e.index).is_some()
-                && matches!(
-                    validate::wrmsr_check(e.index, e.value, &self.caps),
-                    Some(Ok(()))
-                );
-            if forbidden || e.reserved != 0 || !loads {
-                return Err(EntryFailure::MsrLoading(i));
-            }
-        }
-        Ok(())
+    /// SDM 26.4: entries that may never be loaded, whatever their value:
+    /// FS/GS base, the x2APIC range, an MSR writable only in SMM
+    /// (IA32_SMM_MONITOR_CTL; IA32_SMBASE, absent from the model's MSR file
+    /// outside SMM, fails as a #GP) and a non-zero reserved half.
+    fn forbidden_in_load_area(e: &MsrEntry) -> bool {
+        matches!(e.index, IA32_FS_BASE | IA32_GS_BASE | IA32_SMM_MONITOR_CTL)
+            || e.index >> 8 == 0x8
+            || e.reserved != 0
     }
 
     fn area(&self) -> &[MsrEntry] {
@@ -453,17 +548,8 @@ impl SoftVmx {
         &self.load_area[..count]
     }
 
-    /// Simulated VM entry: checks, then loads the guest MSRs exactly as
-    /// SDM 26.3.2.1 and 26.4 describe. On failure nothing is loaded.
-    pub fn vm_entry(&mut self) -> Result<(), EntryFailure> {
-        assert_eq!(self.mode, Mode::Root, "VM entry from guest mode");
-        let checked = self
-            .check_guest_state()
-            .and_then(|_| self.check_load_area());
-        if let Err(failure) = checked {
-            self.stats.entry_failures += 1;
-            return Err(failure);
-        }
+    /// SDM 26.3.2.1: loads the guest MSRs from the guest-state fields.
+    fn load_guest_fields(&mut self) {
         let controls = self.entry_controls();
         let on = |c: u32| controls & c != 0;
         if on(entry::LOAD_DEBUG_CONTROLS) {
@@ -524,12 +610,33 @@ impl SoftVmx {
                 self.set_live(msr, self.field(f));
             }
         }
-        let count = self.area().len();
-        for i in 0..count {
-            let e = self.load_area[i];
-            self.set_live(e.index, e.value);
+    }
+
+    /// Simulated VM entry: the checks of SDM 26.2/26.3.1, the loads of
+    /// 26.3.2.1, then the VM-entry MSR-load area (26.4), each entry in order
+    /// and "as if by WRMSR" in the guest's context (so LMA is kept, LME may
+    /// not change under guest paging, a locked FEATURE_CONTROL refuses, ...).
+    /// On any failure nothing at all is loaded and the model stays in root
+    /// mode, as a VM entry that fails (VMfailValid or an exit with reason
+    /// 33/34) leaves the guest unentered.
+    pub fn vm_entry(&mut self) -> Result<(), EntryFailure> {
+        assert_eq!(self.mode, Mode::Root, "VM entry from guest mode");
+        if let Err(failure) = self.check_guest_state() {
+            self.stats.entry_failures += 1;
+            return Err(failure);
         }
-        self.mode = Mode::Guest;
+        let mut next = self.clone();
+        next.load_guest_fields();
+        next.mode = Mode::Guest;
+        let count = next.area().len();
+        for i in 0..count {
+            let e = next.load_area[i];
+            if Self::forbidden_in_load_area(&e) || next.apply_wrmsr(e.index, e.value).is_err() {
+                self.stats.entry_failures += 1;
+                return Err(EntryFailure::MsrLoading(i));
+            }
+        }
+        *self = next;
         self.stats.vm_entries += 1;
         Ok(())
     }
@@ -566,6 +673,50 @@ impl SoftVmx {
         }
         if on(exit::SAVE_IA32_EFER) {
             self.set_field(field::GUEST_IA32_EFER, live(self, IA32_EFER));
+        }
+        if on(exit::SAVE_IA32_PERF_GLOBAL_CTRL) {
+            self.set_field(
+                field::GUEST_IA32_PERF_GLOBAL_CTRL,
+                live(self, IA32_PERF_GLOBAL_CTRL),
+            );
+        }
+        // SDM 27.3.1: these are saved whenever the processor supports the
+        // corresponding entry (or clear-on-exit) control, whatever the
+        // controls in force.
+        let caps = self.caps;
+        let exit_supported = |c: u32| caps.exit_allowed1 & c != 0;
+        for (supported, msr, f) in [
+            (
+                caps.entry_allowed(entry::LOAD_IA32_BNDCFGS)
+                    || exit_supported(exit::CLEAR_IA32_BNDCFGS),
+                IA32_BNDCFGS,
+                field::GUEST_IA32_BNDCFGS,
+            ),
+            (
+                caps.entry_allowed(entry::LOAD_IA32_RTIT_CTL)
+                    || exit_supported(exit::CLEAR_IA32_RTIT_CTL),
+                IA32_RTIT_CTL,
+                field::GUEST_IA32_RTIT_CTL,
+            ),
+            (
+                caps.entry_allowed(entry::LOAD_CET_STATE),
+                IA32_S_CET,
+                field::GUEST_IA32_S_CET,
+            ),
+            (
+                caps.entry_allowed(entry::LOAD_CET_STATE),
+                IA32_INTERRUPT_SSP_TABLE_ADDR,
+                field::GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR,
+            ),
+            (
+                caps.entry_allowed(entry::LOAD_PKRS),
+                IA32_PKRS,
+                field::GUEST_IA32_PKRS,
+            ),
+        ] {
+            if let (true, Some(v)) = (supported, self.live(msr)) {
+                self.set_field(f, v);
+            }
         }
         // "IA-32e mode guest" is saved from the guest's EFER.LMA.
         let lma = live(self, IA32_EFER) & bits::EFER_LMA != 0;

@@ -98,6 +98,9 @@ pub mod exit {
     pub const CLEAR_IA32_RTIT_CTL: u32 = 1 << 25;
     pub const LOAD_CET_STATE: u32 = 1 << 28;
     pub const LOAD_PKRS: u32 = 1 << 29;
+    /// Newer processors (SDM 24.7.1): the guest's IA32_PERF_GLOBAL_CTRL is
+    /// saved on VM exit (SDM 27.3.1).
+    pub const SAVE_IA32_PERF_GLOBAL_CTRL: u32 = 1 << 30;
 }
 
 /// Control-register and EFER bits the routing looks at.
@@ -109,4 +112,12 @@ pub mod bits {
     pub const EFER_LMA: u64 = 1 << 10;
     pub const EFER_NXE: u64 = 1 << 11;
     pub const FEATURE_CONTROL_LOCK: u64 = 1 << 0;
+    /// IA32_RTIT_CTL fields (SDM Vol. 3C 33.2.8.2).
+    pub const RTIT_TRACE_EN: u64 = 1 << 0;
+    pub const RTIT_FABRIC_EN: u64 = 1 << 6;
+    pub const RTIT_TOPA: u64 = 1 << 8;
+    pub const RTIT_MTC_FREQ_SHIFT: u32 = 14;
+    pub const RTIT_CYC_THRESH_SHIFT: u32 = 19;
+    pub const RTIT_PSB_FREQ_SHIFT: u32 = 24;
+    pub const RTIT_ADDR0_CFG_SHIFT: u32 = 32;
 }

@@ -255,13 +255,17 @@ pub fn write_msr<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<Landi
         }
         Place::AlwaysField { field, low32 } => {
             check(msr, value, &caps)?;
+            // SYSENTER_CS: the field has 32 bits and VM entry clears bits
+            // 63:32 of the MSR (SDM 26.3.2.1); the load-area entry gets the
+            // same truncated value so that every path shows the guest one value.
             let stored = if low32 { value & 0xFFFF_FFFF } else { value };
-            Ok(write_field(b, msr, field, stored, value))
+            Ok(write_field(b, msr, field, stored))
         }
         Place::ControlledField { field, control } => {
             check(msr, value, &caps)?;
+            check_transition(b, msr, value)?;
             if entry_controls(b) & control != 0 {
-                Ok(write_field(b, msr, field, value, value))
+                Ok(write_field(b, msr, field, value))
             } else {
                 write_shared(b, msr, value)
             }
@@ -271,16 +275,26 @@ pub fn write_msr<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<Landi
 }
 
 /// Writes the guest field, and the load-area entry too if there is one,
-/// since VM entry processes the area after the fields.
-fn write_field<B: VmxBackend>(b: &mut B, msr: u32, field: u32, stored: u64, raw: u64) -> Landing {
-    b.vmwrite(field, stored);
+/// since VM entry processes the area after the fields (SDM 26.4).
+fn write_field<B: VmxBackend>(b: &mut B, msr: u32, field: u32, value: u64) -> Landing {
+    b.vmwrite(field, value);
     match load_area_slot(b, msr) {
         Some(slot) => {
-            b.entry_load_area()[slot].value = raw;
+            b.entry_load_area()[slot].value = value;
             Landing::VmcsFieldAndLoadArea(field)
         }
         None => Landing::VmcsField(field),
     }
+}
+
+/// WRMSR conditions that depend on the value the guest holds now (IA32_RTIT_CTL
+/// while TraceEn = 1). Only MSRs with such a condition are read back.
+fn check_transition<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<(), GpFault> {
+    if msr != IA32_RTIT_CTL {
+        return Ok(());
+    }
+    let old = read_msr(b, msr)?;
+    validate::wrmsr_transition_check(msr, old, value).map_err(refuse)
 }
 
 /// An MSR that VM entry does not load from a field: the load-area entry if
@@ -299,6 +313,7 @@ fn write_shared<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<Landin
         b.wrmsr(msr, previous)?;
     } else {
         check(msr, value, &caps)?;
+        check_transition(b, msr, value)?;
     }
     b.entry_load_area()[slot].value = value;
     Ok(Landing::LoadArea)
@@ -330,7 +345,7 @@ fn write_efer<B: VmxBackend>(b: &mut B, value: u64) -> Result<Landing, GpFault> 
     };
     let efer = (value & !bits::EFER_LMA) | lma;
     if load_efer {
-        let landing = write_field(b, IA32_EFER, field::GUEST_IA32_EFER, efer, efer);
+        let landing = write_field(b, IA32_EFER, field::GUEST_IA32_EFER, efer);
         let ia32e = if lma != 0 {
             controls | entry::IA32E_MODE_GUEST
         } else {
@@ -386,15 +401,18 @@ fn read_shared<B: VmxBackend>(b: &mut B, msr: u32) -> Result<u64, GpFault> {
 }
 
 fn read_efer<B: VmxBackend>(b: &mut B) -> Result<u64, GpFault> {
-    if let Some(slot) = load_area_slot(b, IA32_EFER) {
-        return Ok(b.entry_load_area()[slot].value);
-    }
     let controls = entry_controls(b);
+    let ia32e = controls & entry::IA32E_MODE_GUEST != 0;
+    if let Some(slot) = load_area_slot(b, IA32_EFER) {
+        // The area is loaded as if by WRMSR, which ignores the written LMA:
+        // LMA stays what the field loading set, "IA-32e mode guest".
+        let value = b.entry_load_area()[slot].value;
+        return Ok(set_bit(value, bits::EFER_LMA, ia32e));
+    }
     if controls & entry::LOAD_IA32_EFER != 0 {
         return Ok(b.vmread(field::GUEST_IA32_EFER));
     }
     // SDM 26.3.2.1: LMA := "IA-32e mode guest"; LME too if CR0.PG = 1.
-    let ia32e = controls & entry::IA32E_MODE_GUEST != 0;
     let mut efer = b.rdmsr(IA32_EFER)?;
     efer = set_bit(efer, bits::EFER_LMA, ia32e);
     if guest_paging(b) {

@@ -26,6 +26,15 @@ pub enum Refusal {
     EferModeChange,
     /// The MSR is not writable by WRMSR in this mode (IA32_SMBASE outside SMM).
     NotWritable,
+    /// An IA32_RTIT_CTL field holds an encoding CPUID.14H does not list
+    /// (MTCFreq, CycThresh, PSBFreq, ADDRn_CFG > 2 or beyond the ranges), or
+    /// TraceEn = 1 with neither ToPA nor FabricEn and no single-range output.
+    InvalidEncoding,
+    /// IA32_RTIT_CTL has TraceEn = 1 and the write keeps TraceEn = 1 but
+    /// changes other bits (SDM 33.2.8.2; KVM `vmx_rtit_ctl_check`).
+    TraceActive,
+    /// IA32_FEATURE_CONTROL is locked (the guest's own WRMSR).
+    Locked,
 }
 
 /// True if `addr` is canonical for the processor's linear-address width.
@@ -86,8 +95,7 @@ pub fn wrmsr_check(msr: u32, value: u64, caps: &CpuCaps) -> Option<Result<(), Re
         IA32_BNDCFGS => require(caps.mpx, Refusal::NotPresent)
             .and_then(|_| reserved_clear(value, !(0x3FF << 2)))
             .and_then(|_| canonical(value & !0xFFF, caps)),
-        IA32_RTIT_CTL => require(caps.intel_pt, Refusal::NotPresent)
-            .and_then(|_| reserved_clear(value, caps.rtit_ctl_valid)),
+        IA32_RTIT_CTL => rtit_ctl_check(value, caps),
         IA32_PKRS => {
             require(caps.pks, Refusal::NotPresent).and_then(|_| reserved_clear(value, 0xFFFF_FFFF))
         }
@@ -118,4 +126,56 @@ fn s_cet_check(value: u64, caps: &CpuCaps) -> Result<(), Refusal> {
         value & (S_CET_SUPPRESS | S_CET_TRACKER) != (S_CET_SUPPRESS | S_CET_TRACKER),
         Refusal::CetSuppressWithTracker,
     )
+}
+
+/// IA32_RTIT_CTL, as KVM's `vmx_rtit_ctl_check` and SDM 33.2.8.2: reserved
+/// bits per CPUID.14H, the MTCFreq/CycThresh/PSBFreq encodings the processor
+/// lists, ADDRn_CFG at most 2 and only for implemented ranges, and TraceEn
+/// without ToPA or FabricEn only with single-range output.
+fn rtit_ctl_check(value: u64, caps: &CpuCaps) -> Result<(), Refusal> {
+    require(caps.intel_pt, Refusal::NotPresent)?;
+    reserved_clear(value, caps.rtit_ctl_valid)?;
+    let field = |shift: u32, width: u32| (value >> shift) & ((1 << width) - 1);
+    let listed = |bitmap: u16, encoding: u64| bitmap & (1 << encoding) != 0;
+    let encodings = [
+        (bits::RTIT_MTC_FREQ_SHIFT, caps.pt_mtc_periods),
+        (bits::RTIT_CYC_THRESH_SHIFT, caps.pt_cyc_thresholds),
+        (bits::RTIT_PSB_FREQ_SHIFT, caps.pt_psb_periods),
+    ];
+    for (shift, bitmap) in encodings {
+        // A field the mask forbids was refused above; one it allows must
+        // hold a listed encoding.
+        if caps.rtit_ctl_valid & (0xF << shift) != 0 {
+            require(listed(bitmap, field(shift, 4)), Refusal::InvalidEncoding)?;
+        }
+    }
+    for range in 0..4u32 {
+        let cfg = field(bits::RTIT_ADDR0_CFG_SHIFT + 4 * range, 4);
+        let implemented = range < u32::from(caps.pt_address_ranges);
+        require(
+            cfg == 0 || (implemented && cfg <= 2),
+            Refusal::InvalidEncoding,
+        )?;
+    }
+    let single_range_needed =
+        value & bits::RTIT_TRACE_EN != 0 && value & (bits::RTIT_TOPA | bits::RTIT_FABRIC_EN) == 0;
+    require(
+        !single_range_needed || caps.pt_single_range_output,
+        Refusal::InvalidEncoding,
+    )
+}
+
+/// The part of WRMSR's #GP conditions that depends on the MSR's current
+/// value `old` (checked in addition to [`wrmsr_check`]). IA32_RTIT_CTL:
+/// while TraceEn = 1, a write that keeps TraceEn = 1 may not change any
+/// other bit (KVM `vmx_rtit_ctl_check` as fixed upstream: clearing TraceEn
+/// may change the rest in the same write).
+pub fn wrmsr_transition_check(msr: u32, old: u64, new: u64) -> Result<(), Refusal> {
+    match msr {
+        IA32_RTIT_CTL => require(
+            old & bits::RTIT_TRACE_EN == 0 || new & bits::RTIT_TRACE_EN == 0 || old == new,
+            Refusal::TraceActive,
+        ),
+        _ => Ok(()),
+    }
 }
