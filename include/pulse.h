@@ -178,6 +178,24 @@ PULSE_STATUS PsReadMsr(PPS_ENGINE pEngine,
  */
 const char *PsStatusToString(PULSE_STATUS Status);
 
+/**
+ * Reports the version of the loaded library, to compare with the
+ * `PULSE_VERSION_MAJOR`, `PULSE_VERSION_MINOR` and `PULSE_VERSION_PATCH`
+ * macros the program was compiled with (docs/ABI.md: a program runs on any
+ * library with the same major version, and for 0.x the same minor, and a
+ * minor or patch at least as new as its header).
+ *
+ * Returns `PULSE_STATUS_SUCCESS` and stores the three numbers, or
+ * `PULSE_STATUS_INVALID_PARAMETER` if any pointer is NULL (nothing is
+ * written then). Needs no engine; safe from any thread.
+ *
+ * # Safety
+ * `pMajor`, `pMinor` and `pPatch` must each be NULL or writable.
+ */
+PULSE_STATUS PsGetVersion(uint32_t *pMajor,
+                          uint32_t *pMinor,
+                          uint32_t *pPatch);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v python3 >/dev/null || need_apt+=(python3)
 command -v bochs-bin >/dev/null || need_apt+=(bochs)
 # The `term` display library, the only headless one in Debian's build.
 dpkg -s bochs-term >/dev/null 2>&1 || need_apt+=(bochs-term)
@@ -34,9 +36,10 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace
-echo "== C examples (CMake + ctest)"
+echo "== C examples (CMake + ctest: examples, ASan/UBSan variants, installed copy via pkg-config, Bochs)"
 cargo build --release --quiet
-cmake -S examples -B build/examples -DCMAKE_BUILD_TYPE=Debug >/dev/null
+scripts/install.sh --prefix "$PWD/build/prefix" >/dev/null
+cmake -S examples -B build/examples -DCMAKE_BUILD_TYPE=Debug -DPULSE_INSTALL_PREFIX="$PWD/build/prefix" >/dev/null
 cmake --build build/examples --parallel 2 >/dev/null
 ctest --test-dir build/examples --output-on-failure
 echo "== all tests passed"

@@ -233,3 +233,36 @@ pub extern "C" fn PsStatusToString(Status: PULSE_STATUS) -> *const c_char {
         .as_ptr()
         .cast()
 }
+
+/// Reports the version of the loaded library, to compare with the
+/// `PULSE_VERSION_MAJOR`, `PULSE_VERSION_MINOR` and `PULSE_VERSION_PATCH`
+/// macros the program was compiled with (docs/ABI.md: a program runs on any
+/// library with the same major version, and for 0.x the same minor, and a
+/// minor or patch at least as new as its header).
+///
+/// Returns `PULSE_STATUS_SUCCESS` and stores the three numbers, or
+/// `PULSE_STATUS_INVALID_PARAMETER` if any pointer is NULL (nothing is
+/// written then). Needs no engine; safe from any thread.
+///
+/// # Safety
+/// `pMajor`, `pMinor` and `pPatch` must each be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn PsGetVersion(
+    pMajor: *mut u32,
+    pMinor: *mut u32,
+    pPatch: *mut u32,
+) -> PULSE_STATUS {
+    guarded(|| {
+        if pMajor.is_null() || pMinor.is_null() || pPatch.is_null() {
+            return PulseStatus::INVALID_PARAMETER;
+        }
+        let (major, minor, patch) = crate::version::version();
+        // SAFETY: non-NULL and writable per the caller's promise.
+        unsafe {
+            pMajor.write(major);
+            pMinor.write(minor);
+            pPatch.write(patch);
+        }
+        PulseStatus::SUCCESS
+    })
+}

@@ -25,3 +25,6 @@ pub use status::Status;
 /// Re-exported so Rust users and tests can reach the simulated debuggee.
 pub use hv_stub;
 pub use pulse_proto;
+
+/// The library version (what `PsGetVersion` reports).
+pub mod version;

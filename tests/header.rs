@@ -76,7 +76,9 @@ fn status_defines_match_the_rust_table_in_hex() {
         if !name.starts_with("PULSE_STATUS_") {
             continue;
         }
-        let hex = value.strip_prefix("0x").expect("status codes are written in hex");
+        let hex = value
+            .strip_prefix("0x")
+            .expect("status codes are written in hex");
         let code = u32::from_str_radix(hex, 16).expect("hex value");
         assert_eq!(Status(code).name(), Some(name), "{name} = {value}");
         found += 1;
@@ -100,7 +102,8 @@ fn status_defines_match_the_rust_table_in_hex() {
 }
 
 fn compile(compiler: &str, args: &[&str], source: &Path) {
-    let out = std::env::temp_dir().join(format!("pulse-header-{}-{compiler}.o", std::process::id()));
+    let out =
+        std::env::temp_dir().join(format!("pulse-header-{}-{compiler}.o", std::process::id()));
     let status = Command::new(compiler)
         .args(args)
         .args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-c", "-o"])
@@ -122,7 +125,9 @@ fn header_compiles_as_c99_and_cxx() {
         PULSE_STATUS probe(PPS_ENGINE e) {\n\
           PS_ENGINE_CONFIG c = { sizeof(PS_ENGINE_CONFIG), \"sim\", 0, 0 };\n\
           PPS_ENGINE out = 0; uint64_t v = 0; (void)c; (void)out;\n\
+          uint32_t ma, mi, pa;\n\
           (void)PsStatusToString(PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION);\n\
+          if (PsGetVersion(&ma, &mi, &pa) != PULSE_STATUS_SUCCESS || ma != PULSE_VERSION_MAJOR) return 1;\n\
           return PsReadMsr(e, 0x174, &v) == PULSE_STATUS_SUCCESS ? PsWriteMsr(e, 0x174, v) : EngDestroyEngine(e);\n\
         }\n";
     let c = dir.join("probe.c");
@@ -132,4 +137,80 @@ fn header_compiles_as_c99_and_cxx() {
     compile("cc", &["-std=c99"], &c);
     compile("c++", &["-std=c++11"], &cxx);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `version` in Cargo.toml's `[workspace.package]` (the crate inherits
+/// it), read from the file itself rather than from cargo's environment.
+fn cargo_toml_version() -> (u32, u32, u32) {
+    let toml = std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml");
+    let mut section = String::new();
+    for line in toml.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line.to_owned();
+            continue;
+        }
+        if section != "[workspace.package]" {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("version") else {
+            continue;
+        };
+        let text = rest
+            .trim_start()
+            .trim_start_matches('=')
+            .trim()
+            .trim_matches('"');
+        let release = text.split(['-', '+']).next().unwrap();
+        let parts: Vec<u32> = release
+            .split('.')
+            .map(|p| p.parse().expect("numeric version component"))
+            .collect();
+        assert_eq!(parts.len(), 3, "version `{text}`");
+        return (parts[0], parts[1], parts[2]);
+    }
+    panic!("no version in [workspace.package] of Cargo.toml");
+}
+
+fn header_define(header: &str, name: &str) -> u32 {
+    header
+        .lines()
+        .find_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("#define") && words.next() == Some(name))
+                .then(|| words.next().expect("a value").parse().expect("decimal"))
+        })
+        .unwrap_or_else(|| panic!("no #define {name} in include/pulse.h"))
+}
+
+#[test]
+fn version_macros_and_ps_get_version_agree_with_cargo_toml() {
+    let wanted = cargo_toml_version();
+    let header = std::fs::read_to_string(root().join("include/pulse.h")).expect("header");
+    let macros = (
+        header_define(&header, "PULSE_VERSION_MAJOR"),
+        header_define(&header, "PULSE_VERSION_MINOR"),
+        header_define(&header, "PULSE_VERSION_PATCH"),
+    );
+    assert_eq!(macros, wanted, "header macros vs Cargo.toml");
+
+    let (mut major, mut minor, mut patch) = (u32::MAX, u32::MAX, u32::MAX);
+    // SAFETY: three writable u32s.
+    let status = unsafe { pulse::ffi::PsGetVersion(&mut major, &mut minor, &mut patch) };
+    assert_eq!(status, Status::SUCCESS.0);
+    assert_eq!((major, minor, patch), wanted, "PsGetVersion vs Cargo.toml");
+
+    // NULL anywhere: INVALID_PARAMETER and nothing written.
+    let mut untouched = 7u32;
+    let null = std::ptr::null_mut();
+    for (a, b, c) in [
+        (null, &mut untouched as *mut u32, &mut untouched as *mut u32),
+        (&mut untouched as *mut u32, null, &mut untouched as *mut u32),
+        (&mut untouched as *mut u32, &mut untouched as *mut u32, null),
+    ] {
+        // SAFETY: each pointer is NULL or writable.
+        let status = unsafe { pulse::ffi::PsGetVersion(a, b, c) };
+        assert_eq!(status, Status::INVALID_PARAMETER.0);
+    }
+    assert_eq!(untouched, 7);
 }

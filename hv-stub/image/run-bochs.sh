@@ -4,6 +4,7 @@
 # COM1: none (default) | server:PORT (Bochs listens; libpulse "tcp:127.0.0.1:PORT")
 #       | client:PORT (Bochs connects to a listener) | term:/dev/pts/N (a raw pty)
 # Port 0xE9 output (the guest's OBS lines, READY) goes to stdout.
+# HV_STUB_PIDFILE=FILE: write Bochs's process-group id there.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 timeout=30
@@ -50,6 +51,8 @@ echo c >"$work/dbg.rc"
 cd "$work"
 setsid env TERM=xterm bochs-bin -q -unlock -f bochsrc -rc dbg.rc </dev/null &
 pid=$!
+# Callers that must stop Bochs early kill this process group.
+[ -n "${HV_STUB_PIDFILE:-}" ] && echo "$pid" >"$HV_STUB_PIDFILE"
 ( sleep "$timeout"; kill -KILL -- "-$pid" 2>/dev/null ) &
 killer=$!
 wait "$pid"
