@@ -51,10 +51,20 @@ fn guarded(body: impl FnOnce() -> PulseStatus) -> PULSE_STATUS {
 /// Converts the C configuration; `None` for anything malformed.
 ///
 /// # Safety
-/// `config` must point to a readable `PS_ENGINE_CONFIG` of at least the
-/// version-1 size, whose `Transport` is NULL or a NUL-terminated string.
-unsafe fn engine_config(config: &PS_ENGINE_CONFIG) -> Option<EngineConfig> {
-    if (config.Size as usize) < CONFIG_V1_SIZE || config.Transport.is_null() {
+/// `config` must be non-NULL and point to at least a readable `Size` field
+/// followed by `Size` readable bytes; if `Size` covers version 1, `Transport`
+/// must be NULL or a NUL-terminated string.
+unsafe fn engine_config(config: *const PS_ENGINE_CONFIG) -> Option<EngineConfig> {
+    // Read Size alone first: a caller's struct may be shorter than ours, so
+    // no reference to the whole struct may exist before the check.
+    // SAFETY: `config` is non-NULL and its Size field is readable.
+    let size = unsafe { std::ptr::addr_of!((*config).Size).read_unaligned() };
+    if (size as usize) < CONFIG_V1_SIZE {
+        return None;
+    }
+    // SAFETY: Size says all version-1 fields are there and readable.
+    let config = unsafe { &*config };
+    if config.Transport.is_null() {
         return None;
     }
     // SAFETY: non-NULL, and the caller promises a NUL-terminated string.
@@ -102,9 +112,9 @@ pub unsafe extern "C" fn EngCreateEngine(
         if pConfig.is_null() || ppEngine.is_null() {
             return PulseStatus::INVALID_PARAMETER;
         }
-        // SAFETY: non-NULL; the caller promises a readable config. The Size
-        // field is read first and checked before any later field is used.
-        let config = match unsafe { engine_config(&*pConfig) } {
+        // SAFETY: non-NULL; the caller promises `Size` readable bytes, and
+        // engine_config reads nothing else before checking Size.
+        let config = match unsafe { engine_config(pConfig) } {
             Some(config) => config,
             None => return PulseStatus::INVALID_PARAMETER,
         };

@@ -21,16 +21,33 @@ impl SerialTransport {
             .stop_bits(serialport::StopBits::One)
             .flow_control(serialport::FlowControl::None)
             .open_native()
-            .map_err(|e| match e.kind() {
-                serialport::ErrorKind::Io(io::ErrorKind::PermissionDenied) => Status::ACCESS_DENIED,
-                serialport::ErrorKind::InvalidInput => Status::INVALID_PARAMETER,
-                _ => {
-                    super::resource_shortage(&io::Error::from(e)).unwrap_or(Status::NO_SUCH_DEVICE)
-                }
-            })?;
+            .map_err(|e| open_failure(device, &e))?;
         // Bytes queued before we opened belong to nobody's request.
         let _ = port.clear(ClearBuffer::All);
         Ok(SerialTransport { port })
+    }
+}
+
+/// Why a device could not be opened. serialport's error has lost the OS
+/// error code by now (it maps EMFILE, ENOMEM... to "unknown"), so a failed
+/// open is repeated with std to learn it.
+fn open_failure(device: &str, e: &serialport::Error) -> Status {
+    use std::os::unix::fs::OpenOptionsExt;
+    match e.kind() {
+        serialport::ErrorKind::Io(io::ErrorKind::PermissionDenied) => return Status::ACCESS_DENIED,
+        serialport::ErrorKind::InvalidInput => return Status::INVALID_PARAMETER,
+        _ => {}
+    }
+    let probe = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(device);
+    match probe {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Status::ACCESS_DENIED,
+        Err(e) => super::resource_shortage(&e).unwrap_or(Status::NO_SUCH_DEVICE),
+        // It opens, but not as a serial port (busy, or not a tty).
+        Ok(_) => Status::NO_SUCH_DEVICE,
     }
 }
 
