@@ -15,7 +15,8 @@ pub mod engine;
 mod entropy;
 pub mod ffi;
 pub mod status;
-mod sys;
+#[doc(hidden)]
+pub mod sys;
 pub mod transport;
 
 pub use config::{EngineConfig, TransportSpec};

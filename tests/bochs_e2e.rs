@@ -9,7 +9,7 @@
 mod bochs;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bochs::{free_port, open_engine, Bochs, Com1, Pty, Relay};
 use pulse::{Engine, Status};
@@ -210,98 +210,4 @@ fn serial_transport_over_a_pty() {
         0xFFFF_8880_0004_0000,
         0xFFFF_8880_0004_0000,
     );
-}
-
-/// Not a correctness test: prints boot-to-READY time and write round trips
-/// per second for docs/BENCHMARKS-bochs.md. `cargo test --test bochs_e2e
-/// -- --ignored --nocapture bench`.
-#[test]
-#[ignore]
-fn bench_round_trips_over_tcp() {
-    let start = Instant::now();
-    let (vm, engine, _) = boot_tcp();
-    let boot = start.elapsed();
-    let n = 2000u32;
-    let t = Instant::now();
-    for i in 0..n {
-        engine
-            .write_msr(LSTAR, 0xFFFF_FFFF_8000_0000 + u64::from(i) * 0x1000)
-            .unwrap();
-    }
-    let writes = t.elapsed();
-    let t = Instant::now();
-    for _ in 0..n {
-        engine.read_msr(LSTAR).unwrap();
-    }
-    let reads = t.elapsed();
-    println!(
-        "BENCH boot_to_ready_ms={} writes_per_s={:.0} reads_per_s={:.0} (n={n}, ips={})",
-        boot.as_millis(),
-        f64::from(n) / writes.as_secs_f64(),
-        f64::from(n) / reads.as_secs_f64(),
-        bochs::ips()
-    );
-    drop(vm);
-}
-
-/// The floor: the same Bochs and COM1 setup running a bare polled echo loop
-/// (no VMX). A 20-byte message is the size of a WriteMsr frame.
-/// `cargo test --test bochs_e2e -- --ignored --nocapture bench`.
-#[test]
-#[ignore]
-fn bench_uart_echo_floor_over_tcp() {
-    use std::io::{Read, Write};
-    let port = free_port();
-    let vm = Bochs::start_image(&bochs::echo_image(), Com1::TcpServer(port));
-    let end = Instant::now() + bochs::BOOT_TIMEOUT;
-    let mut stream = loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("cannot connect to Bochs COM1: {e}"),
-        }
-    };
-    stream.set_nodelay(true).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    vm.wait_from(0, bochs::BOOT_TIMEOUT, |l| l.trim_end().ends_with("READY"))
-        .unwrap();
-    for size in [9usize, 16, 20] {
-        let n = 2000u32;
-        let message = vec![0x5Au8; size];
-        let mut back = vec![0u8; size];
-        let t = Instant::now();
-        for _ in 0..n {
-            stream.write_all(&message).unwrap();
-            let mut got = 0;
-            while got < size {
-                quickack(&stream);
-                got += stream.read(&mut back[got..]).unwrap();
-            }
-        }
-        let elapsed = t.elapsed();
-        println!(
-            "BENCH echo_bytes={size} round_trips_per_s={:.0} (n={n}, ips={})",
-            f64::from(n) / elapsed.as_secs_f64(),
-            bochs::ips()
-        );
-    }
-}
-
-/// Linux: acknowledge the next segment at once (Bochs does not set
-/// TCP_NODELAY; with delayed ACKs every round trip would stall ~40 ms).
-fn quickack(stream: &std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt on a socket we own with a c_int option value.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
 }
