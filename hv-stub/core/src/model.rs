@@ -12,7 +12,7 @@
 use crate::caps::CpuCaps;
 use crate::msr::{bits, entry, exit, field, index::*};
 use crate::routing::{self, Place};
-use crate::validate::{self, is_canonical, pat_valid, EFER_VALID};
+use crate::validate::{self, is_canonical, EFER_VALID};
 use crate::vmx::{GpFault, MsrEntry, VmxBackend};
 
 /// VMCS fields the model holds.
@@ -80,6 +80,35 @@ const MSRS: [u32; 21] = [
     IA32_GS_BASE,
     IA32_KERNEL_GS_BASE,
     IA32_TSC_AUX,
+];
+
+/// MSRs VM entry loads from a guest-state field when their control is 1
+/// (SDM 26.3.2.1), beside DEBUGCTL and EFER which have rules of their own.
+/// Their fields are checked (26.3.1.1) with the WRMSR rules of `validate`.
+const LOADED_UNDER_CONTROL: [(u32, u32, u32); 7] = [
+    (
+        entry::LOAD_IA32_PERF_GLOBAL_CTRL,
+        IA32_PERF_GLOBAL_CTRL,
+        field::GUEST_IA32_PERF_GLOBAL_CTRL,
+    ),
+    (entry::LOAD_IA32_PAT, IA32_PAT, field::GUEST_IA32_PAT),
+    (
+        entry::LOAD_IA32_BNDCFGS,
+        IA32_BNDCFGS,
+        field::GUEST_IA32_BNDCFGS,
+    ),
+    (
+        entry::LOAD_IA32_RTIT_CTL,
+        IA32_RTIT_CTL,
+        field::GUEST_IA32_RTIT_CTL,
+    ),
+    (entry::LOAD_CET_STATE, IA32_S_CET, field::GUEST_IA32_S_CET),
+    (
+        entry::LOAD_CET_STATE,
+        IA32_INTERRUPT_SSP_TABLE_ADDR,
+        field::GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR,
+    ),
+    (entry::LOAD_PKRS, IA32_PKRS, field::GUEST_IA32_PKRS),
 ];
 
 /// Capacity of the model's VM-entry MSR-load area.
@@ -479,13 +508,6 @@ impl SoftVmx {
         if on(entry::LOAD_DEBUG_CONTROLS) && debugctl & !caps.debugctl_valid != 0 {
             return bad(field::GUEST_IA32_DEBUGCTL);
         }
-        let perf = self.field(field::GUEST_IA32_PERF_GLOBAL_CTRL);
-        if on(entry::LOAD_IA32_PERF_GLOBAL_CTRL) && perf & !caps.perf_global_ctrl_valid() != 0 {
-            return bad(field::GUEST_IA32_PERF_GLOBAL_CTRL);
-        }
-        if on(entry::LOAD_IA32_PAT) && !pat_valid(self.field(field::GUEST_IA32_PAT)) {
-            return bad(field::GUEST_IA32_PAT);
-        }
         if on(entry::LOAD_IA32_EFER) {
             let efer = self.field(field::GUEST_IA32_EFER);
             let lma = efer & bits::EFER_LMA != 0;
@@ -501,25 +523,7 @@ impl SoftVmx {
                     Some(Ok(()))
                 )
         };
-        for (control, msr, f) in [
-            (
-                entry::LOAD_IA32_BNDCFGS,
-                IA32_BNDCFGS,
-                field::GUEST_IA32_BNDCFGS,
-            ),
-            (
-                entry::LOAD_IA32_RTIT_CTL,
-                IA32_RTIT_CTL,
-                field::GUEST_IA32_RTIT_CTL,
-            ),
-            (entry::LOAD_PKRS, IA32_PKRS, field::GUEST_IA32_PKRS),
-            (entry::LOAD_CET_STATE, IA32_S_CET, field::GUEST_IA32_S_CET),
-            (
-                entry::LOAD_CET_STATE,
-                IA32_INTERRUPT_SSP_TABLE_ADDR,
-                field::GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR,
-            ),
-        ] {
+        for &(control, msr, f) in LOADED_UNDER_CONTROL.iter() {
             if !field_ok(control, msr, f) {
                 return bad(f);
             }
@@ -581,31 +585,7 @@ impl SoftVmx {
             }
             self.set_live(IA32_EFER, efer);
         }
-        for (control, msr, f) in [
-            (
-                entry::LOAD_IA32_PERF_GLOBAL_CTRL,
-                IA32_PERF_GLOBAL_CTRL,
-                field::GUEST_IA32_PERF_GLOBAL_CTRL,
-            ),
-            (entry::LOAD_IA32_PAT, IA32_PAT, field::GUEST_IA32_PAT),
-            (
-                entry::LOAD_IA32_BNDCFGS,
-                IA32_BNDCFGS,
-                field::GUEST_IA32_BNDCFGS,
-            ),
-            (
-                entry::LOAD_IA32_RTIT_CTL,
-                IA32_RTIT_CTL,
-                field::GUEST_IA32_RTIT_CTL,
-            ),
-            (entry::LOAD_CET_STATE, IA32_S_CET, field::GUEST_IA32_S_CET),
-            (
-                entry::LOAD_CET_STATE,
-                IA32_INTERRUPT_SSP_TABLE_ADDR,
-                field::GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR,
-            ),
-            (entry::LOAD_PKRS, IA32_PKRS, field::GUEST_IA32_PKRS),
-        ] {
+        for &(control, msr, f) in LOADED_UNDER_CONTROL.iter() {
             if on(control) {
                 self.set_live(msr, self.field(f));
             }
