@@ -11,6 +11,9 @@ pub struct CpuCaps {
     pub linear_address_bits: u8,
     /// Bits of IA32_DEBUGCTL that may be set.
     pub debugctl_valid: u64,
+    /// IA32_DEBUGCTL exists (it does on every Intel 64 part, but emulators
+    /// such as Bochs may lack it while offering "load debug controls").
+    pub has_debugctl: bool,
     /// CPUID.0AH:EAX[15:8], general-purpose counters (0 = no IA32_PERF_GLOBAL_CTRL).
     pub pmu_gp_counters: u8,
     /// CPUID.0AH:EDX[4:0], fixed-function counters.
@@ -104,6 +107,7 @@ impl CpuCaps {
         name: "modern",
         linear_address_bits: 48,
         debugctl_valid: DEBUGCTL_MODERN,
+        has_debugctl: true,
         pmu_gp_counters: 8,
         pmu_fixed_counters: 4,
         mpx: false,

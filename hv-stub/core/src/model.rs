@@ -516,16 +516,59 @@ impl SoftVmx {
                 return bad(field::GUEST_IA32_EFER);
             }
         }
-        let field_ok = |control: u32, msr: u32, f: u32| {
-            !on(control)
-                || matches!(
-                    validate::wrmsr_check(msr, self.field(f), caps),
-                    Some(Ok(()))
-                )
-        };
-        for &(control, msr, f) in LOADED_UNDER_CONTROL.iter() {
-            if !field_ok(control, msr, f) {
-                return bad(f);
+        // The MSR fields' checks are written out from the SDM (26.3.1.1)
+        // rather than taken from `validate`, which the routing uses to
+        // refuse values: the model must be able to catch a validator that
+        // accepts too much. Only RTIT_CTL, whose CPUID-dependent encodings
+        // the SDM leaves to the WRMSR rules, reuses them.
+        let value = |f: u32| self.field(f);
+        let perf = value(field::GUEST_IA32_PERF_GLOBAL_CTRL);
+        if on(entry::LOAD_IA32_PERF_GLOBAL_CTRL) && perf & !caps.perf_global_ctrl_valid() != 0 {
+            return bad(field::GUEST_IA32_PERF_GLOBAL_CTRL);
+        }
+        let pat_types_ok = value(field::GUEST_IA32_PAT)
+            .to_le_bytes()
+            .iter()
+            .all(|&t| t < 8 && t != 2 && t != 3);
+        if on(entry::LOAD_IA32_PAT) && !pat_types_ok {
+            return bad(field::GUEST_IA32_PAT);
+        }
+        let bndcfgs = value(field::GUEST_IA32_BNDCFGS);
+        if on(entry::LOAD_IA32_BNDCFGS)
+            && (bndcfgs & 0xFFC != 0 || !is_canonical(bndcfgs & !0xFFF, caps))
+        {
+            return bad(field::GUEST_IA32_BNDCFGS);
+        }
+        if on(entry::LOAD_PKRS) && value(field::GUEST_IA32_PKRS) >> 32 != 0 {
+            return bad(field::GUEST_IA32_PKRS);
+        }
+        let rtit = value(field::GUEST_IA32_RTIT_CTL);
+        if on(entry::LOAD_IA32_RTIT_CTL)
+            && !matches!(
+                validate::wrmsr_check(IA32_RTIT_CTL, rtit, caps),
+                Some(Ok(()))
+            )
+        {
+            return bad(field::GUEST_IA32_RTIT_CTL);
+        }
+        if on(entry::LOAD_CET_STATE) {
+            let s_cet = value(field::GUEST_IA32_S_CET);
+            let mut cet_valid = 0u64;
+            if caps.cet_shstk {
+                cet_valid |= 0b11;
+            }
+            if caps.cet_ibt {
+                cet_valid |= 0b11_1100 | (0b11 << 10) | !0xFFF;
+            }
+            let suppress_and_tracker = s_cet & (0b11 << 10) == 0b11 << 10;
+            if s_cet & !cet_valid != 0
+                || !is_canonical(s_cet & !0xFFF, caps)
+                || suppress_and_tracker
+            {
+                return bad(field::GUEST_IA32_S_CET);
+            }
+            if !canonical(field::GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR) {
+                return bad(field::GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR);
             }
         }
         // SSP: canonical and 4-byte aligned (Bochs `VMenterLoadCheckGuestState`,

@@ -368,15 +368,22 @@ fn write_efer<B: VmxBackend>(b: &mut B, value: u64) -> Result<Landing, GpFault> 
 
 /// Returns what the guest's RDMSR of `msr` yields after the next VM entry.
 pub fn read_msr<B: VmxBackend>(b: &mut B, msr: u32) -> Result<u64, GpFault> {
+    // An MSR the CPU lacks faults for the guest even where a VMCS field
+    // (with its load control on) would hold a value for it.
+    if !validate::present(msr, b.caps()) {
+        return Err(GpFault);
+    }
     match place_of(msr) {
         Place::Live => read_shared(b, msr),
         Place::SmbaseField => Ok(b.vmread(field::GUEST_SMBASE) & 0xFFFF_FFFF),
         Place::FeatureControlShadow => Ok(*b.feature_control_shadow()),
         Place::AlwaysField { field, low32 } => {
-            if let Some(slot) = load_area_slot(b, msr) {
-                return Ok(b.entry_load_area()[slot].value);
-            }
-            let value = b.vmread(field);
+            let value = match load_area_slot(b, msr) {
+                Some(slot) => b.entry_load_area()[slot].value,
+                None => b.vmread(field),
+            };
+            // Loading SYSENTER_CS, from the field or as if by WRMSR from
+            // the area, keeps bits 31:0 only.
             Ok(if low32 { value & 0xFFFF_FFFF } else { value })
         }
         Place::ControlledField { field, control } => {

@@ -87,7 +87,8 @@ pub fn wrmsr_check(msr: u32, value: u64, caps: &CpuCaps) -> Option<Result<(), Re
         IA32_SYSENTER_ESP | IA32_SYSENTER_EIP | IA32_LSTAR | IA32_CSTAR | IA32_FS_BASE
         | IA32_GS_BASE | IA32_KERNEL_GS_BASE => canonical(value, caps),
         IA32_FMASK | IA32_TSC_AUX => reserved_clear(value, 0xFFFF_FFFF),
-        IA32_DEBUGCTL => reserved_clear(value, caps.debugctl_valid),
+        IA32_DEBUGCTL => require(caps.has_debugctl, Refusal::NotPresent)
+            .and_then(|_| reserved_clear(value, caps.debugctl_valid)),
         IA32_PAT => require(pat_valid(value), Refusal::InvalidMemoryType),
         IA32_EFER => reserved_clear(value, EFER_VALID),
         IA32_PERF_GLOBAL_CTRL => require(caps.pmu_gp_counters > 0, Refusal::NotPresent)
@@ -106,6 +107,11 @@ pub fn wrmsr_check(msr: u32, value: u64, caps: &CpuCaps) -> Option<Result<(), Re
         _ => return None,
     };
     Some(verdict)
+}
+
+/// False for an MSR the processor with `caps` does not implement.
+pub fn present(msr: u32, caps: &CpuCaps) -> bool {
+    !matches!(wrmsr_check(msr, 0, caps), Some(Err(Refusal::NotPresent)))
 }
 
 /// IA32_S_CET: bits 9:6 reserved; shadow-stack bits need SHSTK, the
