@@ -61,11 +61,16 @@ impl VmxBackend for RealVmx {
     }
 
     fn wrmsr(&mut self, msr: u32, value: u64) -> Result<(), GpFault> {
-        // SAFETY: the routing sends here only MSRs VM entry does not switch
-        // (shared by host and guest): writing them on a debugger's request is
-        // hv-stub's purpose. The MSRs the host itself depends on (EFER, PAT,
-        // DEBUGCTL, PERF_GLOBAL_CTRL, CET, FS/GS base, SYSENTER) are switched
-        // by the VM-exit load controls and routed to guest fields instead.
+        // SAFETY: the routing sends here the MSRs that are shared by host
+        // and guest at this moment: those VM entry never switches, and those
+        // whose load control the CPU does not offer. Changing them on a
+        // debugger's request is hv-stub's purpose, and the host does not
+        // depend on them: it runs with IF=0 and no user mode (so STAR, LSTAR,
+        // KERNEL_GS_BASE... are unused), and the routing refuses EFER mode
+        // changes. What remains a host effect (PAT memory types, DEBUGCTL
+        // tracing, NXE on a CPU without the EFER load control) is documented
+        // in docs/MSR-SEMANTICS.md; hv-stub turns on every load control the
+        // CPU offers so those paths are rare.
         unsafe { cpu::wrmsr_safe(msr, value) }
     }
 

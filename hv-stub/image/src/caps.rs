@@ -47,7 +47,10 @@ pub fn detect() -> CpuCaps {
     let pmu = leaf(0xA);
     let pmu_version = pmu.eax & 0xFF;
     // IA32_PERF_GLOBAL_CTRL exists from architectural perfmon version 2.
-    let (gp, fixed) = if pmu_version >= 2 {
+    // CPUID may claim a PMU v2 whose IA32_PERF_GLOBAL_CTRL is not there
+    // (emulators): trust the MSR itself.
+    let perf_global_ctrl = rdmsr_safe(0x38F).is_ok();
+    let (gp, fixed) = if pmu_version >= 2 && perf_global_ctrl {
         (((pmu.eax >> 8) & 0xFF) as u8, (pmu.edx & 0x1F) as u8)
     } else {
         (0, 0)
@@ -72,8 +75,12 @@ pub fn detect() -> CpuCaps {
     let intel_pt = bit(l7.ebx, 25);
     CpuCaps {
         name: "real-vmx",
-        linear_address_bits: 48,
+        // WRMSR's canonical checks use the widest linear address the CPU
+        // supports: 57 bits with 5-level paging (CPUID.(7,0):ECX[16]).
+        linear_address_bits: if bit(l7.ecx, 16) { 57 } else { 48 },
         debugctl_valid: DEBUGCTL_VALID,
+        // Bochs offers "load debug controls" without the MSR itself.
+        has_debugctl: rdmsr_safe(0x1D9).is_ok(),
         pmu_gp_counters: gp,
         pmu_fixed_counters: fixed,
         mpx: bit(l7.ebx, 14),

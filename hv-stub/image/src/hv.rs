@@ -247,7 +247,10 @@ pub fn start() -> ! {
         | entry::LOAD_IA32_PAT
         | entry::LOAD_IA32_EFER
         | entry::LOAD_IA32_PERF_GLOBAL_CTRL
-        | entry::LOAD_CET_STATE;
+        | entry::LOAD_IA32_BNDCFGS
+        | entry::LOAD_IA32_RTIT_CTL
+        | entry::LOAD_CET_STATE
+        | entry::LOAD_PKRS;
     let entry_ctls = adjust_controls(IA32_VMX_TRUE_ENTRY_CTLS, entry_wanted);
     let exit_wanted = exit::HOST_ADDRESS_SPACE_SIZE
         | exit::SAVE_DEBUG_CONTROLS
@@ -256,7 +259,11 @@ pub fn start() -> ! {
         | exit::SAVE_IA32_EFER
         | exit::LOAD_IA32_EFER
         | exit::LOAD_IA32_PERF_GLOBAL_CTRL
-        | exit::LOAD_CET_STATE;
+        | exit::SAVE_IA32_PERF_GLOBAL_CTRL
+        | exit::CLEAR_IA32_BNDCFGS
+        | exit::CLEAR_IA32_RTIT_CTL
+        | exit::LOAD_CET_STATE
+        | exit::LOAD_PKRS;
     let exit_ctls = adjust_controls(IA32_VMX_TRUE_EXIT_CTLS, exit_wanted);
     say!("HV controls pin={pin:#x} proc={proc:#x} entry={entry_ctls:#x} exit={exit_ctls:#x}");
     w(f::PIN_BASED, pin.into());
@@ -334,6 +341,9 @@ pub fn start() -> ! {
     }
     if exit_ctls & exit::LOAD_IA32_PERF_GLOBAL_CTRL != 0 {
         w(field::HOST_IA32_PERF_GLOBAL_CTRL, perf_global);
+    }
+    if exit_ctls & exit::LOAD_PKRS != 0 {
+        w(field::HOST_IA32_PKRS, cpu::rdmsr_safe(index::IA32_PKRS).unwrap_or(0));
     }
     if exit_ctls & exit::LOAD_CET_STATE != 0 {
         w(field::HOST_IA32_S_CET, 0);
@@ -480,8 +490,12 @@ impl Host {
                 false
             }
         } else {
-            // SAFETY: the guest is ring 0 and could write any MSR not in the
-            // bitmap ranges itself; passing it through changes nothing.
+            // SAFETY: an MSR outside the bitmap ranges (which always exits):
+            // executed here in VMX-root mode it changes the host's value too.
+            // The observer guest never writes such MSRs; a guest that did
+            // could affect the host only through MSRs VM entry does not
+            // switch, the same exposure as the shared MSRs in
+            // docs/MSR-SEMANTICS.md.
             unsafe { cpu::wrmsr_safe(msr, value) }.is_ok()
         };
         if ok {

@@ -3,10 +3,11 @@
 //! operation and runs the observer guest (`guest`), serving libpulse's
 //! requests on COM1 from its VM exits through hv-stub's shared core.
 //!
-//! `unsafe` lives only in the small modules that need it: `port` (port I/O),
+//! `unsafe` lives in the small modules that need it: `port` (port I/O),
 //! `cpu` (MSRs, control registers), `vmx` (VMX instructions), `desc`
-//! (descriptor tables) and `hv` (the VMX regions and the exit handler's
-//! state); every block carries a `SAFETY:` comment.
+//! (descriptor tables), `hv` (the VMX regions and the exit handler's state)
+//! and `backend` (the two calls through which the shared routing reaches
+//! VMWRITE and WRMSR); every block carries a `SAFETY:` comment.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
