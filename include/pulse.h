@@ -106,8 +106,8 @@ extern "C" {
  * answer), `PULSE_STATUS_REVISION_MISMATCH`, `PULSE_STATUS_INVALID_PACKET`,
  * `PULSE_STATUS_READ_FAILED`, `PULSE_STATUS_WRITE_FAILED`,
  * `PULSE_STATUS_DEVICE_CONNECTION_LOST`. `*ppEngine` is written only on
- * success. Takes at most `RequestTimeoutMs * MaxAttempts` (plus name
- * resolution for a TCP host name).
+ * success. Takes at most `RequestTimeoutMs * MaxAttempts`, TCP host-name
+ * resolution included.
  *
  * # Safety
  * `pConfig` must be NULL or point to a readable `PS_ENGINE_CONFIG` of

@@ -2,7 +2,8 @@
 //! COM1 in socket mode, `hv-stub-sim --listen`, a terminal server).
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use super::{remaining, LinkError, Transport};
@@ -15,12 +16,8 @@ pub struct TcpTransport {
 
 impl TcpTransport {
     /// Connects to the first address of `host` that accepts by `deadline`.
-    /// Name resolution itself is not bounded by the deadline (the system
-    /// resolver offers no timeout); use an address literal where that matters.
     pub fn connect(host: &str, port: u16, deadline: Instant) -> Result<Self, Status> {
-        let addrs = (host, port)
-            .to_socket_addrs()
-            .map_err(|_| Status::NO_SUCH_DEVICE)?;
+        let addrs = resolve(host, port, deadline)?;
         let mut outcome = Status::NO_SUCH_DEVICE;
         for addr in addrs {
             let Ok(left) = remaining(deadline) else {
@@ -46,6 +43,33 @@ impl TcpTransport {
             }
         }
         Err(outcome)
+    }
+}
+
+/// Resolves `host` by `deadline`. The system resolver has no timeout, so a
+/// name is looked up on a helper thread that is abandoned if it is late
+/// (it ends by itself when the resolver gives up).
+fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Vec<SocketAddr>, Status> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = mpsc::channel();
+    let name = host.to_owned();
+    std::thread::Builder::new()
+        .name("pulse-resolve".into())
+        .spawn(move || {
+            let found = (name.as_str(), port)
+                .to_socket_addrs()
+                .map(|addrs| addrs.collect::<Vec<_>>());
+            let _ = tx.send(found);
+        })
+        .map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
+    let left = remaining(deadline).map_err(|_| Status::TIMEOUT)?;
+    match rx.recv_timeout(left) {
+        Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
+        Ok(_) => Err(Status::NO_SUCH_DEVICE),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(Status::TIMEOUT),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(Status::NO_SUCH_DEVICE),
     }
 }
 
