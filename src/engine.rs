@@ -175,7 +175,7 @@ impl Link {
         self.next_seq = self.next_seq.wrapping_add(1);
         let frame = request.to_frame(self.session, seq);
         let mut buf = [0u8; 256];
-        let mut frames: Vec<RawFrame> = Vec::new();
+        let session = self.session;
         for _ in 0..attempts {
             let now = Instant::now();
             if now >= deadline {
@@ -188,52 +188,61 @@ impl Link {
                 Err(e) => return Err(e.status()),
             }
             loop {
-                frames.clear();
+                // Frames are judged as the decoder completes them; nothing
+                // is allocated on this path.
+                let mut verdict = Verdict::Ignore;
+                let mut frames = 0usize;
+                let mut take = |f: RawFrame| {
+                    frames += 1;
+                    if let Verdict::Ignore = verdict {
+                        verdict = judge(session, request, seq, &f);
+                    }
+                };
                 match self.transport.recv(&mut buf, attempt_deadline) {
-                    Ok(n) => self.decoder.feed(&buf[..n], |f| frames.push(f)),
+                    Ok(n) => self.decoder.feed(&buf[..n], &mut take),
                     Err(LinkError::TimedOut) if self.decoder.pending() > 0 => {
                         // Quiet line, bytes held: a stray start marker may be
                         // hiding a complete answer behind it.
-                        self.decoder.resync(|f| frames.push(f));
-                        if frames.is_empty() {
+                        self.decoder.resync(&mut take);
+                        if frames == 0 {
                             break;
                         }
                     }
                     Err(LinkError::TimedOut) => break,
                     Err(e) => return Err(e.status()),
                 }
-                for f in &frames {
-                    match self.judge(request, seq, f) {
-                        Verdict::Ignore => {}
-                        Verdict::Answer(session, message) => return Ok((session, message)),
-                        Verdict::Fail(status) => return Err(status),
-                    }
+                match verdict {
+                    Verdict::Ignore => {}
+                    Verdict::Answer(session, message) => return Ok((session, message)),
+                    Verdict::Fail(status) => return Err(status),
                 }
             }
         }
         Err(Status::TIMEOUT)
     }
+}
 
-    fn judge(&self, request: &Message, seq: u16, frame: &RawFrame) -> Verdict {
-        let hello = matches!(request, Message::Hello { .. });
-        let expected = request.kind() | kind::RESPONSE_BIT;
-        if frame.seq != seq {
-            return Verdict::Ignore;
-        }
-        // A HelloAck carries the new session; everything else echoes ours.
-        let session_ok = frame.session == self.session || (hello && frame.kind == expected);
-        if !session_ok {
-            return Verdict::Ignore;
-        }
-        match Message::parse(frame) {
-            Ok(Message::Nak { reason }) => Verdict::Fail(match reason {
-                NakReason::BadSession => Status::DEVICE_CONNECTION_LOST,
-                NakReason::UnsupportedVersion => Status::REVISION_MISMATCH,
-                NakReason::UnknownType | NakReason::BadPayload => Status::INVALID_PACKET,
-            }),
-            Ok(message) if frame.kind == expected => Verdict::Answer(frame.session, message),
-            // Our id on a frame that is not our answer: the peer is confused.
-            Ok(_) | Err(_) => Verdict::Fail(Status::INVALID_PACKET),
-        }
+/// What `frame` means for the outstanding `request` (sent as `seq` in
+/// `session`).
+fn judge(session: u8, request: &Message, seq: u16, frame: &RawFrame) -> Verdict {
+    let hello = matches!(request, Message::Hello { .. });
+    let expected = request.kind() | kind::RESPONSE_BIT;
+    if frame.seq != seq {
+        return Verdict::Ignore;
+    }
+    // A HelloAck carries the new session; everything else echoes ours.
+    let session_ok = frame.session == session || (hello && frame.kind == expected);
+    if !session_ok {
+        return Verdict::Ignore;
+    }
+    match Message::parse(frame) {
+        Ok(Message::Nak { reason }) => Verdict::Fail(match reason {
+            NakReason::BadSession => Status::DEVICE_CONNECTION_LOST,
+            NakReason::UnsupportedVersion => Status::REVISION_MISMATCH,
+            NakReason::UnknownType | NakReason::BadPayload => Status::INVALID_PACKET,
+        }),
+        Ok(message) if frame.kind == expected => Verdict::Answer(frame.session, message),
+        // Our id on a frame that is not our answer: the peer is confused.
+        Ok(_) | Err(_) => Verdict::Fail(Status::INVALID_PACKET),
     }
 }

@@ -119,15 +119,32 @@ pub unsafe extern "C" fn EngCreateEngine(
             None => return PulseStatus::INVALID_PARAMETER,
         };
         match Engine::open(&config) {
-            Ok(engine) => {
-                let handle = Box::into_raw(Box::new(PS_ENGINE { engine }));
-                // SAFETY: non-NULL and writable per the caller's promise.
-                unsafe { ppEngine.write(handle) };
-                PulseStatus::SUCCESS
-            }
+            Ok(engine) => match allocate_handle(engine) {
+                Some(handle) => {
+                    // SAFETY: non-NULL and writable per the caller's promise.
+                    unsafe { ppEngine.write(handle) };
+                    PulseStatus::SUCCESS
+                }
+                None => PulseStatus::INSUFFICIENT_RESOURCES,
+            },
             Err(status) => status,
         }
     })
+}
+
+/// Moves the engine to the heap for the caller, reporting exhaustion
+/// instead of aborting the host process as `Box::new` would.
+fn allocate_handle(engine: Engine) -> Option<PPS_ENGINE> {
+    let layout = std::alloc::Layout::new::<PS_ENGINE>();
+    // SAFETY: PS_ENGINE is not zero-sized, so the layout is valid for alloc.
+    let raw = unsafe { std::alloc::alloc(layout) }.cast::<PS_ENGINE>();
+    if raw.is_null() {
+        return None;
+    }
+    // SAFETY: `raw` is freshly allocated with PS_ENGINE's layout; the same
+    // layout is what Box::from_raw in EngDestroyEngine frees with.
+    unsafe { raw.write(PS_ENGINE { engine }) };
+    Some(raw)
 }
 
 /// Destroys an engine and closes its transport.
