@@ -160,6 +160,12 @@ impl CpuCaps {
     pub const BOCHS_TIGERLAKE: CpuCaps = CpuCaps {
         name: "bochs-tigerlake",
         debugctl_valid: DEBUGCTL_CORE,
+        // Bochs 2.7 implements neither IA32_DEBUGCTL nor
+        // IA32_PERF_GLOBAL_CTRL (RDMSR faults) although it offers their
+        // load controls; tests/bochs_e2e.rs compares this profile with it.
+        has_debugctl: false,
+        pmu_gp_counters: 0,
+        pmu_fixed_counters: 0,
         intel_pt: false,
         rtit_ctl_valid: 0,
         pt_address_ranges: 0,
