@@ -19,9 +19,66 @@ pub const IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
 
 /// DEBUGCTL bits of current Intel parts: LBR, BTF and 6..=15.
 const DEBUGCTL_VALID: u64 = 0b11 | (0x3FF << 6);
-/// IA32_RTIT_CTL bits with two address ranges (only used if Intel PT exists).
-const RTIT_CTL_VALID: u64 =
-    0b11_1111 | (0x7F << 7) | (0xF << 14) | (0xF << 19) | (0xF << 24) | (0xFF << 32);
+/// What CPUID leaf 14H says Intel PT supports, as the validator needs it:
+/// the writable IA32_RTIT_CTL bits (SDM 33.2.8.2, each tied to its CPUID
+/// feature bit as KVM's `vmx_rtit_ctl_check` does) and the encodings.
+struct PtCaps {
+    rtit_ctl_valid: u64,
+    address_ranges: u8,
+    mtc_periods: u16,
+    cyc_thresholds: u16,
+    psb_periods: u16,
+    single_range_output: bool,
+}
+
+fn pt_caps(max_leaf: u32) -> Option<PtCaps> {
+    if max_leaf < 0x14 {
+        return None;
+    }
+    let l0 = cpuid(0x14, 0);
+    let l1 = if l0.eax >= 1 {
+        cpuid(0x14, 1)
+    } else {
+        CpuidResult::default()
+    };
+    let (cr3_filter, psb_cyc, ip_filter, mtc, ptwrite, pwr_evt) = (
+        bit(l0.ebx, 0),
+        bit(l0.ebx, 1),
+        bit(l0.ebx, 2),
+        bit(l0.ebx, 3),
+        bit(l0.ebx, 4),
+        bit(l0.ebx, 5),
+    );
+    let (topa, single_range, fabric) = (bit(l0.ecx, 0), bit(l0.ecx, 2), bit(l0.ecx, 3));
+    let ranges = if ip_filter { (l1.eax & 0x7) as u8 } else { 0 };
+    // TraceEn, OS, User, TSCEn, DisRETC, BranchEn are always there.
+    let mut valid: u64 = 1 | 1 << 2 | 1 << 3 | 1 << 10 | 1 << 11 | 1 << 13;
+    let optional = [
+        (psb_cyc, 1 << 1 | 0xF << 19 | 0xF << 24), // CYCEn, CycThresh, PSBFreq
+        (pwr_evt, 1 << 4),                         // PwrEvtEn
+        (ptwrite, 1 << 5 | 1 << 12),               // FUPonPTW, PTWEn
+        (fabric, 1 << 6),                          // FabricEn
+        (cr3_filter, 1 << 7),                      // CR3Filter
+        (topa, 1 << 8),                            // ToPA
+        (mtc, 1 << 9 | 0xF << 14),                 // MTCEn, MTCFreq
+    ];
+    for (present, bits) in optional {
+        if present {
+            valid |= bits;
+        }
+    }
+    for n in 0..u64::from(ranges.min(4)) {
+        valid |= 0xF << (32 + 4 * n); // ADDRn_CFG
+    }
+    Some(PtCaps {
+        rtit_ctl_valid: valid,
+        address_ranges: ranges,
+        mtc_periods: if mtc { (l1.eax >> 16) as u16 } else { 0 },
+        cyc_thresholds: if psb_cyc { l1.ebx as u16 } else { 0 },
+        psb_periods: if psb_cyc { (l1.ebx >> 16) as u16 } else { 0 },
+        single_range_output: single_range,
+    })
+}
 
 fn bit(value: u32, n: u32) -> bool {
     value >> n & 1 != 0
@@ -33,6 +90,8 @@ pub fn adjust_controls(msr: u32, wanted: u32) -> u32 {
     (wanted | cap as u32) & (cap >> 32) as u32
 }
 
+/// Every field is read from the CPU (no `..` defaults), so a field added to
+/// `CpuCaps` fails this build until it is detected here too.
 pub fn detect() -> CpuCaps {
     let max_leaf = cpuid(0, 0).eax;
     let leaf = |n: u32| {
@@ -73,6 +132,9 @@ pub fn detect() -> CpuCaps {
         feature_control_valid |= 1 << 20;
     }
     let intel_pt = bit(l7.ebx, 25);
+    let pt = if intel_pt { pt_caps(max_leaf) } else { None };
+    let entry_ctls = rdmsr_safe(IA32_VMX_TRUE_ENTRY_CTLS).unwrap_or(0);
+    let exit_ctls = rdmsr_safe(IA32_VMX_TRUE_EXIT_CTLS).unwrap_or(0);
     CpuCaps {
         name: "real-vmx",
         // WRMSR's canonical checks use the widest linear address the CPU
@@ -85,14 +147,20 @@ pub fn detect() -> CpuCaps {
         pmu_fixed_counters: fixed,
         mpx: bit(l7.ebx, 14),
         intel_pt,
-        rtit_ctl_valid: if intel_pt { RTIT_CTL_VALID } else { 0 },
+        rtit_ctl_valid: pt.as_ref().map_or(0, |pt| pt.rtit_ctl_valid),
+        pt_address_ranges: pt.as_ref().map_or(0, |pt| pt.address_ranges),
+        pt_mtc_periods: pt.as_ref().map_or(0, |pt| pt.mtc_periods),
+        pt_cyc_thresholds: pt.as_ref().map_or(0, |pt| pt.cyc_thresholds),
+        pt_psb_periods: pt.as_ref().map_or(0, |pt| pt.psb_periods),
+        pt_single_range_output: pt.as_ref().is_some_and(|pt| pt.single_range_output),
         pks: bit(l7.ecx, 31),
         cet_shstk: bit(l7.ecx, 7),
         cet_ibt: bit(l7.edx, 20),
         feature_control_valid,
-        entry_allowed1: (rdmsr_safe(IA32_VMX_TRUE_ENTRY_CTLS).unwrap_or(0) >> 32) as u32,
-        exit_allowed1: (rdmsr_safe(IA32_VMX_TRUE_EXIT_CTLS).unwrap_or(0) >> 32) as u32,
-        // Fields added to CpuCaps later keep the modern profile's values.
-        ..CpuCaps::MODERN
+        entry_allowed1: (entry_ctls >> 32) as u32,
+        exit_allowed1: (exit_ctls >> 32) as u32,
+        // The allowed-0 halves: controls that must be 1.
+        entry_required1: entry_ctls as u32,
+        exit_required1: exit_ctls as u32,
     }
 }
