@@ -32,10 +32,13 @@ for component in rustfmt clippy; do
   cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
 done
 
-echo "== cargo fmt --check"
+echo "== cargo fmt --check (workspace, hv-stub image, fuzz targets)"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+cargo fmt --manifest-path hv-stub/image/Cargo.toml -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+echo "== cargo clippy (workspace, hv-stub image)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+(cd hv-stub/image && cargo clippy --quiet -- -D warnings)
 echo "== cargo test"
 cargo test --workspace
 echo "== C examples (CMake + ctest: examples, ASan/UBSan variants, installed copy via pkg-config, Bochs)"

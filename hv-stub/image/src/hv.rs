@@ -343,7 +343,10 @@ pub fn start() -> ! {
         w(field::HOST_IA32_PERF_GLOBAL_CTRL, perf_global);
     }
     if exit_ctls & exit::LOAD_PKRS != 0 {
-        w(field::HOST_IA32_PKRS, cpu::rdmsr_safe(index::IA32_PKRS).unwrap_or(0));
+        w(
+            field::HOST_IA32_PKRS,
+            cpu::rdmsr_safe(index::IA32_PKRS).unwrap_or(0),
+        );
     }
     if exit_ctls & exit::LOAD_CET_STATE != 0 {
         w(field::HOST_IA32_S_CET, 0);
