@@ -17,23 +17,16 @@ use pulse::{Engine, Status};
 const OBS_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
 
-const SYSENTER_CS: u32 = 0x174;
-const SYSENTER_ESP: u32 = 0x175;
-const SYSENTER_EIP: u32 = 0x176;
-const DEBUGCTL: u32 = 0x1D9;
-const PAT: u32 = 0x277;
-const EFER: u32 = 0xC000_0080;
-const PERF_GLOBAL_CTRL: u32 = 0x38F;
-const BNDCFGS: u32 = 0xD90;
-const RTIT_CTL: u32 = 0x570;
-const PKRS: u32 = 0x6E1;
-const S_CET: u32 = 0x6A2;
-const INTERRUPT_SSP_TABLE_ADDR: u32 = 0x6A8;
-const FEATURE_CONTROL: u32 = 0x3A;
-const FS_BASE: u32 = 0xC000_0100;
-const GS_BASE: u32 = 0xC000_0101;
-const LSTAR: u32 = 0xC000_0082;
-const KERNEL_GS_BASE: u32 = 0xC000_0102;
+// The architectural indices, under the short names this file uses.
+use pulse::hv_stub::msr::index::{
+    IA32_BNDCFGS as BNDCFGS, IA32_DEBUGCTL as DEBUGCTL, IA32_EFER as EFER,
+    IA32_FEATURE_CONTROL as FEATURE_CONTROL, IA32_FS_BASE as FS_BASE, IA32_GS_BASE as GS_BASE,
+    IA32_INTERRUPT_SSP_TABLE_ADDR as INTERRUPT_SSP_TABLE_ADDR,
+    IA32_KERNEL_GS_BASE as KERNEL_GS_BASE, IA32_LSTAR as LSTAR, IA32_PAT as PAT,
+    IA32_PERF_GLOBAL_CTRL as PERF_GLOBAL_CTRL, IA32_PKRS as PKRS, IA32_RTIT_CTL as RTIT_CTL,
+    IA32_SYSENTER_CS as SYSENTER_CS, IA32_SYSENTER_EIP as SYSENTER_EIP,
+    IA32_SYSENTER_ESP as SYSENTER_ESP, IA32_S_CET as S_CET,
+};
 
 /// A new valid value per watched MSR (for those the emulated CPU has).
 fn new_value(msr: u32, current: u64) -> u64 {
