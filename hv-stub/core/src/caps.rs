@@ -9,8 +9,16 @@ pub struct CpuCaps {
     pub name: &'static str,
     /// Linear-address width for canonical checks: 48, or 57 with 5-level paging.
     pub linear_address_bits: u8,
-    /// Bits of IA32_DEBUGCTL that may be set.
-    pub debugctl_valid: u64,
+    /// IA32_DEBUGCTL bits every part with this MSR has (LBR, BTF and the
+    /// BTS/freeze/uncore bits 6..=13 on current parts); the bits that
+    /// depend on a feature are added by [`CpuCaps::debugctl_valid`].
+    pub debugctl_base: u64,
+    /// RTM (CPUID.(EAX=7,ECX=0):EBX[11]): IA32_DEBUGCTL bit 15, RTM_DEBUG.
+    pub rtm: bool,
+    /// IA32_PERF_CAPABILITIES[12]: IA32_DEBUGCTL bit 14, FREEZE_WHILE_SMM.
+    pub freeze_while_smm: bool,
+    /// Bus-lock detection (CPUID.(EAX=7,ECX=0):ECX[24]): IA32_DEBUGCTL bit 2.
+    pub bus_lock_detect: bool,
     /// IA32_DEBUGCTL exists (it does on every Intel 64 part, but emulators
     /// such as Bochs may lack it while offering "load debug controls").
     pub has_debugctl: bool,
@@ -30,8 +38,14 @@ pub struct CpuCaps {
     pub cet_shstk: bool,
     /// CET indirect-branch tracking.
     pub cet_ibt: bool,
-    /// Bits of IA32_FEATURE_CONTROL that may be set.
-    pub feature_control_valid: u64,
+    /// SMX (CPUID.1:ECX[6]): IA32_FEATURE_CONTROL bits 1 and 8..=15.
+    pub smx: bool,
+    /// SGX launch control (CPUID.(EAX=7,ECX=0):ECX[30]): IA32_FEATURE_CONTROL bit 17.
+    pub sgx_launch_control: bool,
+    /// SGX (CPUID.(EAX=7,ECX=0):EBX[2]): IA32_FEATURE_CONTROL bit 18.
+    pub sgx: bool,
+    /// Local machine-check exceptions (IA32_MCG_CAP[27]): IA32_FEATURE_CONTROL bit 20.
+    pub lmce: bool,
     /// VM-entry controls that may be 1 (allowed-1 of IA32_VMX_TRUE_ENTRY_CTLS).
     pub entry_allowed1: u32,
     /// VM-exit controls that may be 1 (allowed-1 of IA32_VMX_TRUE_EXIT_CTLS).
@@ -58,17 +72,21 @@ pub struct CpuCaps {
     pub pt_single_range_output: bool,
 }
 
-/// DEBUGCTL bits on Skylake-class parts: LBR, BTF, 6..=15 (TR, BTS, BTINT,
-/// BTS_OFF_OS/USR, FREEZE_LBRS_ON_PMI, FREEZE_PERFMON_ON_PMI,
-/// ENABLE_UNCORE_PMI, FREEZE_WHILE_SMM, RTM_DEBUG). Bits 5:2 are reserved.
-const DEBUGCTL_CORE: u64 = 0b11 | (0x3FF << 6);
-/// Current server parts add bit 2, BUS_LOCK_DETECT (CPUID.(EAX=7,ECX=0):ECX[24];
-/// KVM's `vmx_get_supported_debugctl` allows it when the guest has the feature).
-const DEBUGCTL_MODERN: u64 = DEBUGCTL_CORE | (1 << 2);
-/// Lock, VMX inside SMX, VMX outside SMX, SENTER enables 14:8, SENTER global
-/// enable 15, SGX launch control 17, SGX global enable 18, LMCE 20.
-const FEATURE_CONTROL_MODERN: u64 =
-    0b111 | (0x7F << 8) | (1 << 15) | (1 << 17) | (1 << 18) | (1 << 20);
+/// IA32_DEBUGCTL bits of every current Intel part that has the MSR: LBR,
+/// BTF, 6..=13 (TR, BTS, BTINT, BTS_OFF_OS/USR, FREEZE_LBRS_ON_PMI,
+/// FREEZE_PERFMON_ON_PMI, ENABLE_UNCORE_PMI). Bits 5:3 are reserved; 2, 14
+/// and 15 depend on features (see [`CpuCaps::debugctl_valid`]).
+pub const DEBUGCTL_ARCH: u64 = 0b11 | (0xFF << 6);
+const DEBUGCTL_BUS_LOCK_DETECT: u64 = 1 << 2;
+const DEBUGCTL_FREEZE_WHILE_SMM: u64 = 1 << 14;
+const DEBUGCTL_RTM_DEBUG: u64 = 1 << 15;
+/// IA32_FEATURE_CONTROL bits (SDM Vol. 4 Table 2-2): lock, VMX outside SMX
+/// (always there with VMX), and the feature-dependent ones.
+const FEATURE_CONTROL_LOCK_AND_VMX: u64 = 0b101;
+const FEATURE_CONTROL_SMX: u64 = 0b10 | (0x7F << 8) | (1 << 15);
+const FEATURE_CONTROL_SGX_LC: u64 = 1 << 17;
+const FEATURE_CONTROL_SGX: u64 = 1 << 18;
+const FEATURE_CONTROL_LMCE: u64 = 1 << 20;
 /// RTIT_CTL bits with 2 address ranges: TraceEn, CYCEn, OS, User, PwrEvtEn,
 /// FUPonPTW, CR3Filter, ToPA, MTCEn, TSCEn, DisRETC, PTWEn, BranchEn,
 /// MTCFreq 17:14, CycThresh 22:19, PSBFreq 27:24, ADDR0/1_CFG 39:32.
@@ -106,7 +124,10 @@ impl CpuCaps {
     pub const MODERN: CpuCaps = CpuCaps {
         name: "modern",
         linear_address_bits: 48,
-        debugctl_valid: DEBUGCTL_MODERN,
+        debugctl_base: DEBUGCTL_ARCH,
+        rtm: true,
+        freeze_while_smm: true,
+        bus_lock_detect: true,
         has_debugctl: true,
         pmu_gp_counters: 8,
         pmu_fixed_counters: 4,
@@ -116,7 +137,10 @@ impl CpuCaps {
         pks: true,
         cet_shstk: true,
         cet_ibt: true,
-        feature_control_valid: FEATURE_CONTROL_MODERN,
+        smx: true,
+        sgx_launch_control: true,
+        sgx: true,
+        lmce: true,
         entry_allowed1: entry::LOAD_DEBUG_CONTROLS
             | entry::IA32E_MODE_GUEST
             | entry::LOAD_IA32_PERF_GLOBAL_CTRL
@@ -138,7 +162,7 @@ impl CpuCaps {
     /// A Skylake-class part: MPX and PT, no CET or PKS.
     pub const SKYLAKE: CpuCaps = CpuCaps {
         name: "skylake",
-        debugctl_valid: DEBUGCTL_CORE,
+        bus_lock_detect: false,
         pmu_fixed_counters: 3,
         mpx: true,
         pks: false,
@@ -159,7 +183,15 @@ impl CpuCaps {
     /// BNDCFGS, RTIT_CTL or PKRS load controls; exit controls 0..=22 and 28.
     pub const BOCHS_TIGERLAKE: CpuCaps = CpuCaps {
         name: "bochs-tigerlake",
-        debugctl_valid: DEBUGCTL_CORE,
+        // Bochs 2.7 has no SMX, no SGX and no IA32_MCG_CAP (so no LMCE):
+        // its IA32_FEATURE_CONTROL takes the lock and VMX bits only.
+        smx: false,
+        sgx_launch_control: false,
+        sgx: false,
+        lmce: false,
+        rtm: false,
+        freeze_while_smm: false,
+        bus_lock_detect: false,
         // Bochs 2.7 implements neither IA32_DEBUGCTL nor
         // IA32_PERF_GLOBAL_CTRL (RDMSR faults) although it offers their
         // load controls; tests/bochs_e2e.rs compares this profile with it.
@@ -196,7 +228,10 @@ impl CpuCaps {
     /// other MSR load controls, no PMU v2, PT, MPX, PKS or CET.
     pub const LEGACY: CpuCaps = CpuCaps {
         name: "legacy",
-        debugctl_valid: 0b11 | (0x1F << 6),
+        debugctl_base: 0b11 | (0x1F << 6),
+        rtm: false,
+        freeze_while_smm: false,
+        bus_lock_detect: false,
         pmu_gp_counters: 0,
         pmu_fixed_counters: 0,
         mpx: false,
@@ -206,7 +241,10 @@ impl CpuCaps {
         pks: false,
         cet_shstk: false,
         cet_ibt: false,
-        feature_control_valid: 0b111,
+        smx: false,
+        sgx_launch_control: false,
+        sgx: false,
+        lmce: false,
         entry_allowed1: entry::LOAD_DEBUG_CONTROLS | entry::IA32E_MODE_GUEST,
         exit_allowed1: crate::msr::exit::SAVE_DEBUG_CONTROLS
             | crate::msr::exit::HOST_ADDRESS_SPACE_SIZE,
@@ -234,6 +272,37 @@ impl CpuCaps {
     /// Whether the processor supports the 0-setting of every bit of `control`.
     pub fn entry_may_be_0(&self, control: u32) -> bool {
         self.entry_required1 & control == 0
+    }
+
+    /// Bits of IA32_DEBUGCTL that may be set on this processor.
+    pub fn debugctl_valid(&self) -> u64 {
+        let mut valid = self.debugctl_base;
+        for (present, bit) in [
+            (self.bus_lock_detect, DEBUGCTL_BUS_LOCK_DETECT),
+            (self.freeze_while_smm, DEBUGCTL_FREEZE_WHILE_SMM),
+            (self.rtm, DEBUGCTL_RTM_DEBUG),
+        ] {
+            if present {
+                valid |= bit;
+            }
+        }
+        valid
+    }
+
+    /// Bits of IA32_FEATURE_CONTROL that may be set on this processor.
+    pub fn feature_control_valid(&self) -> u64 {
+        let mut valid = FEATURE_CONTROL_LOCK_AND_VMX;
+        for (present, bits) in [
+            (self.smx, FEATURE_CONTROL_SMX),
+            (self.sgx_launch_control, FEATURE_CONTROL_SGX_LC),
+            (self.sgx, FEATURE_CONTROL_SGX),
+            (self.lmce, FEATURE_CONTROL_LMCE),
+        ] {
+            if present {
+                valid |= bits;
+            }
+        }
+        valid
     }
 
     pub fn has_cet(&self) -> bool {

@@ -8,7 +8,8 @@
 //! * [`vmx`]: the backend interface; [`model`]: the software VMX backend;
 //! * [`sim`]: a whole simulated debuggee (handler + model + observer guest);
 //! * [`caps`]: processor capabilities and the model's CPU profiles;
-//! * [`msr`]: MSR indices, VMCS encodings, control bits.
+//! * [`msr`]: MSR indices, VMCS encodings, control bits;
+//! * [`policy`]: how hv-stub configures VMX (shared by the model and the image).
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod caps;
 pub mod handler;
 pub mod model;
 pub mod msr;
+pub mod policy;
 pub mod routing;
 pub mod sim;
 pub mod validate;

@@ -16,7 +16,9 @@ use crate::validate::{self, is_canonical, EFER_VALID};
 use crate::vmx::{GpFault, MsrEntry, VmxBackend};
 
 /// VMCS fields the model holds.
-const FIELDS: [u32; 38] = [
+const FIELDS: [u32; 40] = [
+    field::VM_EXIT_MSR_STORE_ADDR,
+    field::VM_EXIT_MSR_STORE_COUNT,
     field::VM_ENTRY_MSR_LOAD_ADDR,
     field::VMCS_LINK_POINTER,
     field::GUEST_IA32_DEBUGCTL,
@@ -394,8 +396,10 @@ impl SoftVmx {
         }
     }
 
-    /// Puts `msr` in the VM-entry MSR-load area with `value`. Returns false
-    /// if the area is full.
+    /// Puts `msr` in the VM-entry MSR-load area with `value`. As hv-stub
+    /// configures it (`crate::policy::load_area_msrs`), the area is also the
+    /// VM-exit MSR-store area, so the entry carries the guest's own value
+    /// across VM exits. Returns false if the area is full.
     pub fn add_load_area_entry(&mut self, msr: u32, value: u64) -> bool {
         let count = self.field(field::VM_ENTRY_MSR_LOAD_COUNT) as usize;
         if count >= LOAD_AREA_CAPACITY {
@@ -406,8 +410,26 @@ impl SoftVmx {
             reserved: 0,
             value,
         };
+        let area = self.field(field::VM_ENTRY_MSR_LOAD_ADDR);
         self.set_field(field::VM_ENTRY_MSR_LOAD_COUNT, (count + 1) as u64);
+        self.set_field(field::VM_EXIT_MSR_STORE_ADDR, area);
+        self.set_field(field::VM_EXIT_MSR_STORE_COUNT, (count + 1) as u64);
         true
+    }
+
+    /// SDM 27.4: VM exit stores each MSR of the VM-exit MSR-store area, after
+    /// saving guest state and before loading the host's. The model's only
+    /// store area is its load area (same address), as hv-stub sets it up.
+    fn store_exit_msrs(&mut self) {
+        if self.field(field::VM_EXIT_MSR_STORE_ADDR) != self.field(field::VM_ENTRY_MSR_LOAD_ADDR) {
+            return;
+        }
+        let count = (self.field(field::VM_EXIT_MSR_STORE_COUNT) as usize).min(LOAD_AREA_CAPACITY);
+        for i in 0..count {
+            if let Some(value) = self.live(self.load_area[i].index) {
+                self.load_area[i].value = value;
+            }
+        }
     }
 
     /// The live MSR value, as the processor holds it now (the host's in
@@ -505,7 +527,7 @@ impl SoftVmx {
             }
         }
         let debugctl = self.field(field::GUEST_IA32_DEBUGCTL);
-        if on(entry::LOAD_DEBUG_CONTROLS) && debugctl & !caps.debugctl_valid != 0 {
+        if on(entry::LOAD_DEBUG_CONTROLS) && debugctl & !caps.debugctl_valid() != 0 {
             return bad(field::GUEST_IA32_DEBUGCTL);
         }
         if on(entry::LOAD_IA32_EFER) {
@@ -749,6 +771,7 @@ impl SoftVmx {
             lma,
         );
         self.set_field(field::VM_ENTRY_CONTROLS, ec);
+        self.store_exit_msrs();
 
         // Host state.
         self.set_live(IA32_DEBUGCTL, 0);

@@ -34,6 +34,7 @@ pub mod index {
 
 /// VMCS field encodings.
 pub mod field {
+    pub const VM_EXIT_MSR_STORE_ADDR: u32 = 0x2006;
     pub const VM_ENTRY_MSR_LOAD_ADDR: u32 = 0x200A;
     pub const VMCS_LINK_POINTER: u32 = 0x2800;
     pub const GUEST_IA32_DEBUGCTL: u32 = 0x2802;
@@ -48,6 +49,7 @@ pub mod field {
     pub const HOST_IA32_PERF_GLOBAL_CTRL: u32 = 0x2C04;
     pub const HOST_IA32_PKRS: u32 = 0x2C06;
     pub const VM_EXIT_CONTROLS: u32 = 0x400C;
+    pub const VM_EXIT_MSR_STORE_COUNT: u32 = 0x400E;
     pub const VM_ENTRY_CONTROLS: u32 = 0x4012;
     pub const VM_ENTRY_MSR_LOAD_COUNT: u32 = 0x4014;
     pub const GUEST_SMBASE: u32 = 0x4828;

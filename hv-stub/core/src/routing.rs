@@ -262,9 +262,9 @@ pub fn write_msr<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<Landi
             Ok(write_field(b, msr, field, stored))
         }
         Place::ControlledField { field, control } => {
-            check(msr, value, &caps)?;
-            check_transition(b, msr, value)?;
             if entry_controls(b) & control != 0 {
+                check(msr, value, &caps)?;
+                check_transition(b, msr, value)?;
                 Ok(write_field(b, msr, field, value))
             } else {
                 write_shared(b, msr, value)
@@ -288,7 +288,9 @@ fn write_field<B: VmxBackend>(b: &mut B, msr: u32, field: u32, value: u64) -> La
 }
 
 /// WRMSR conditions that depend on the value the guest holds now (IA32_RTIT_CTL
-/// while TraceEn = 1). Only MSRs with such a condition are read back.
+/// while TraceEn = 1), for a write to the guest-state field (VM entry loads
+/// the field and then the area entry that `write_field` keeps equal to it).
+/// Only MSRs with such a condition are read back.
 fn check_transition<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<(), GpFault> {
     if msr != IA32_RTIT_CTL {
         return Ok(());
@@ -299,21 +301,30 @@ fn check_transition<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<()
 
 /// An MSR that VM entry does not load from a field: the load-area entry if
 /// one exists (VM entry would overwrite the live value with it), else WRMSR.
+/// Either way the value is validated first: a processor that silently drops
+/// bits the SDM calls reserved (Bochs keeps bits 31:0 of IA32_FMASK and
+/// IA32_TSC_AUX) must not turn a refused value into SUCCESS.
 fn write_shared<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<Landing, GpFault> {
+    let caps = *b.caps();
+    let known = validate::wrmsr_check(msr, value, &caps).is_some();
+    if known {
+        check(msr, value, &caps)?;
+        // The rule is checked against the value in force when the new one
+        // takes effect: the live MSR, which WRMSR (now) or the area's load
+        // "as if by WRMSR" (at the next VM entry) replaces.
+        let live = b.rdmsr(msr)?;
+        validate::wrmsr_transition_check(msr, live, value).map_err(refuse)?;
+    }
     let Some(slot) = load_area_slot(b, msr) else {
         b.wrmsr(msr, value)?;
         return Ok(Landing::LiveMsr);
     };
-    let caps = *b.caps();
-    if validate::wrmsr_check(msr, value, &caps).is_none() {
+    if !known {
         // Unknown to the validator: let the processor judge the value by a
         // trial WRMSR, then restore, so VM entry's own load cannot fault.
         let previous = b.rdmsr(msr)?;
         b.wrmsr(msr, value)?;
         b.wrmsr(msr, previous)?;
-    } else {
-        check(msr, value, &caps)?;
-        check_transition(b, msr, value)?;
     }
     b.entry_load_area()[slot].value = value;
     Ok(Landing::LoadArea)

@@ -10,7 +10,8 @@ use crate::caps::CpuCaps;
 use crate::handler::Stub;
 use crate::model::{EntryFailure, SoftVmx};
 use crate::msr::index::*;
-use crate::routing::GUEST_APPLIED;
+use crate::policy;
+use crate::routing::{self, GUEST_APPLIED};
 
 /// MSRs the observer guest reads after every VM entry: the guest-applied
 /// MSRs of the reference page (IA32_SMBASE excepted: RDMSR of it faults
@@ -72,6 +73,12 @@ impl SimTarget {
             observation: None,
             last_entry_failure: None,
         };
+        let model = target.model_mut();
+        for msr in policy::load_area_msrs(&cpu) {
+            let value = routing::read_msr(model, msr).unwrap_or(0);
+            let added = model.add_load_area_entry(msr, value);
+            debug_assert!(added, "the policy's area fits the model's");
+        }
         target.resume_guest();
         target
     }

@@ -81,14 +81,14 @@ fn canonical(value: u64, caps: &CpuCaps) -> Result<(), Refusal> {
 /// (the processor itself decides).
 pub fn wrmsr_check(msr: u32, value: u64, caps: &CpuCaps) -> Option<Result<(), Refusal>> {
     let verdict = match msr {
-        IA32_FEATURE_CONTROL => reserved_clear(value, caps.feature_control_valid),
+        IA32_FEATURE_CONTROL => reserved_clear(value, caps.feature_control_valid()),
         IA32_SMBASE => Err(Refusal::NotWritable),
         IA32_SYSENTER_CS | IA32_STAR => Ok(()),
         IA32_SYSENTER_ESP | IA32_SYSENTER_EIP | IA32_LSTAR | IA32_CSTAR | IA32_FS_BASE
         | IA32_GS_BASE | IA32_KERNEL_GS_BASE => canonical(value, caps),
         IA32_FMASK | IA32_TSC_AUX => reserved_clear(value, 0xFFFF_FFFF),
         IA32_DEBUGCTL => require(caps.has_debugctl, Refusal::NotPresent)
-            .and_then(|_| reserved_clear(value, caps.debugctl_valid)),
+            .and_then(|_| reserved_clear(value, caps.debugctl_valid())),
         IA32_PAT => require(pat_valid(value), Refusal::InvalidMemoryType),
         IA32_EFER => reserved_clear(value, EFER_VALID),
         IA32_PERF_GLOBAL_CTRL => require(caps.pmu_gp_counters > 0, Refusal::NotPresent)

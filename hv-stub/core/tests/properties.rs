@@ -66,7 +66,7 @@ fn pat() -> impl Strategy<Value = u64> {
 fn masked() -> impl Strategy<Value = u64> {
     let full = CpuCaps::FULL;
     let masks = vec![
-        full.debugctl_valid,
+        full.debugctl_valid(),
         full.perf_global_ctrl_valid(),
         // RTIT_CTL with MTCFreq/CycThresh/PSBFreq 0 and ADDRn_CFG <= 1.
         0x3F | (0x7F << 7) | (0x1 << 32) | (0x1 << 36),
@@ -75,7 +75,7 @@ fn masked() -> impl Strategy<Value = u64> {
         0x901,
         0x3 | 0x3C | (1 << 10),
         0x7FFF_FFFF_F000 | 0x3,
-        full.feature_control_valid,
+        full.feature_control_valid(),
     ];
     (any::<u64>(), proptest::sample::select(masks)).prop_map(|(v, m)| v & m)
 }

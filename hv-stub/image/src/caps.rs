@@ -17,8 +17,8 @@ pub const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48E;
 pub const IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48F;
 pub const IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
 
-/// DEBUGCTL bits of current Intel parts: LBR, BTF and 6..=15.
-const DEBUGCTL_VALID: u64 = 0b11 | (0x3FF << 6);
+/// IA32_PERF_CAPABILITIES (present when CPUID.1:ECX[15], PDCM).
+pub const IA32_PERF_CAPABILITIES: u32 = 0x345;
 /// What CPUID leaf 14H says Intel PT supports, as the validator needs it:
 /// the writable IA32_RTIT_CTL bits (SDM 33.2.8.2, each tied to its CPUID
 /// feature bit as KVM's `vmx_rtit_ctl_check` does) and the encodings.
@@ -114,23 +114,11 @@ pub fn detect() -> CpuCaps {
     } else {
         (0, 0)
     };
-    let smx = bit(l1.ecx, 6);
-    let sgx = bit(l7.ebx, 2);
-    let sgx_lc = bit(l7.ecx, 30);
+    // IA32_FEATURE_CONTROL's valid bits follow from these
+    // (`CpuCaps::feature_control_valid`), the same rule as the profiles.
     let lmce = rdmsr_safe(IA32_MCG_CAP).is_ok_and(|v| v >> 27 & 1 != 0);
-    let mut feature_control_valid = 0b101; // lock, VMX outside SMX
-    if smx {
-        feature_control_valid |= 0b10 | (0x7F << 8) | (1 << 15);
-    }
-    if sgx_lc {
-        feature_control_valid |= 1 << 17;
-    }
-    if sgx {
-        feature_control_valid |= 1 << 18;
-    }
-    if lmce {
-        feature_control_valid |= 1 << 20;
-    }
+    let freeze_while_smm =
+        bit(l1.ecx, 15) && rdmsr_safe(IA32_PERF_CAPABILITIES).is_ok_and(|v| v >> 12 & 1 != 0);
     let intel_pt = bit(l7.ebx, 25);
     let pt = if intel_pt { pt_caps(max_leaf) } else { None };
     let entry_ctls = rdmsr_safe(IA32_VMX_TRUE_ENTRY_CTLS).unwrap_or(0);
@@ -140,7 +128,10 @@ pub fn detect() -> CpuCaps {
         // WRMSR's canonical checks use the widest linear address the CPU
         // supports: 57 bits with 5-level paging (CPUID.(7,0):ECX[16]).
         linear_address_bits: if bit(l7.ecx, 16) { 57 } else { 48 },
-        debugctl_valid: DEBUGCTL_VALID,
+        debugctl_base: hv_stub::caps::DEBUGCTL_ARCH,
+        rtm: bit(l7.ebx, 11),
+        freeze_while_smm,
+        bus_lock_detect: bit(l7.ecx, 24),
         // Bochs offers "load debug controls" without the MSR itself.
         has_debugctl: rdmsr_safe(0x1D9).is_ok(),
         pmu_gp_counters: gp,
@@ -156,7 +147,10 @@ pub fn detect() -> CpuCaps {
         pks: bit(l7.ecx, 31),
         cet_shstk: bit(l7.ecx, 7),
         cet_ibt: bit(l7.edx, 20),
-        feature_control_valid,
+        smx: bit(l1.ecx, 6),
+        sgx_launch_control: bit(l7.ecx, 30),
+        sgx: bit(l7.ebx, 2),
+        lmce,
         entry_allowed1: (entry_ctls >> 32) as u32,
         exit_allowed1: (exit_ctls >> 32) as u32,
         // The allowed-0 halves: controls that must be 1.

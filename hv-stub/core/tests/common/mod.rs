@@ -51,7 +51,19 @@ pub fn valid_values(msr: u32, caps: &CpuCaps) -> Vec<u64> {
             vec![0, kernel, 0x0000_7FFF_FFFF_F000]
         }
         IA32_SMBASE => vec![0x3_0000, 0xA_0000, 0xFFFF_FFFF, 0],
-        IA32_DEBUGCTL => vec![0, 1, 2, 0b11 | (1 << 6) | (1 << 8), caps.debugctl_valid],
+        IA32_DEBUGCTL => {
+            let mut v = vec![0, 1, 2, 0b11 | (1 << 6) | (1 << 8), caps.debugctl_valid()];
+            for (present, bit) in [
+                (caps.bus_lock_detect, 1 << 2),
+                (caps.freeze_while_smm, 1 << 14),
+                (caps.rtm, 1 << 15),
+            ] {
+                if present {
+                    v.push(bit);
+                }
+            }
+            v
+        }
         IA32_PAT => vec![
             0x0007_0406_0007_0406,
             0x0606_0606_0606_0606,
@@ -81,7 +93,16 @@ pub fn valid_values(msr: u32, caps: &CpuCaps) -> Vec<u64> {
             }
             v
         }
-        IA32_FEATURE_CONTROL => vec![0, 0x5, 0x7, 0x4, caps.feature_control_valid],
+        IA32_FEATURE_CONTROL => {
+            let mut v = vec![0, 0x5, 0x4, caps.feature_control_valid()];
+            if caps.smx {
+                v.extend([0x7, 0x3, 0x5 | (0x7F << 8) | (1 << 15)]);
+            }
+            if caps.lmce {
+                v.push(0x5 | (1 << 20));
+            }
+            v
+        }
         IA32_FS_BASE | IA32_GS_BASE | IA32_KERNEL_GS_BASE | IA32_LSTAR | IA32_CSTAR => {
             vec![0, kernel]
         }
@@ -113,7 +134,21 @@ pub fn invalid_values(msr: u32, caps: &CpuCaps) -> Vec<u64> {
             vec![nc, 0x8000_0000_0000_0000, 0x0100_0000_0000_0000]
         }
         IA32_SMBASE => vec![0x1_0000_0000, u64::MAX],
-        IA32_DEBUGCTL => vec![1 << 3, 1 << 5, 1 << 16, 1 << 63],
+        IA32_DEBUGCTL => {
+            // Bits 2, 14 and 15 exist only with their features (bus-lock
+            // detection, PERF_CAPABILITIES[12], RTM).
+            let mut v = vec![1 << 3, 1 << 5, 1 << 16, 1 << 63];
+            for (present, bit) in [
+                (caps.bus_lock_detect, 1 << 2),
+                (caps.freeze_while_smm, 1 << 14),
+                (caps.rtm, 1 << 15),
+            ] {
+                if !present {
+                    v.push(bit);
+                }
+            }
+            v
+        }
         IA32_PAT => vec![
             0x0007_0406_0007_0402,
             0x0307_0406_0007_0406,
@@ -153,7 +188,24 @@ pub fn invalid_values(msr: u32, caps: &CpuCaps) -> Vec<u64> {
             }
             v
         }
-        IA32_FEATURE_CONTROL => vec![1 << 3, 1 << 16, 1 << 63],
+        IA32_FEATURE_CONTROL => {
+            // Bits tied to SMX, SGX and LMCE are reserved without them
+            // (Bochs has none of the three: 0x6 is refused there).
+            let mut v = vec![1 << 3, 1 << 16, 1 << 63];
+            if !caps.smx {
+                v.extend([0x6, 0x7, 1 << 8, 1 << 15]);
+            }
+            if !caps.sgx_launch_control {
+                v.push(1 << 17);
+            }
+            if !caps.sgx {
+                v.push(1 << 18);
+            }
+            if !caps.lmce {
+                v.push(1 << 20);
+            }
+            v
+        }
         IA32_FS_BASE | IA32_GS_BASE | IA32_KERNEL_GS_BASE | IA32_LSTAR | IA32_CSTAR => {
             vec![nc, 0x8000_0000_0000_0000]
         }

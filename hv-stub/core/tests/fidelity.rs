@@ -1,0 +1,219 @@
+//! Regression tests for the fidelity audit (issue 8, items 1–7): each one
+//! reproduces a case where hv-stub's status or the guest's view differed
+//! from what the processor does, and failed before its fix.
+
+mod common;
+
+use common::*;
+use hv_stub::caps::DEBUGCTL_ARCH;
+use hv_stub::model::{EntryFailure, SoftVmx};
+use hv_stub::msr::{entry, index::*};
+use hv_stub::routing::{self, Landing};
+use hv_stub::sim::SimTarget;
+use hv_stub::{validate, CpuCaps, GpFault, MsrEntry, VmxBackend};
+
+/// The model behind a processor whose WRMSR silently keeps bits 31:0 of
+/// IA32_FMASK and IA32_TSC_AUX, as Bochs 2.7 does, instead of faulting.
+struct TruncatingCpu(SoftVmx);
+
+impl VmxBackend for TruncatingCpu {
+    fn caps(&self) -> &CpuCaps {
+        self.0.caps()
+    }
+    fn vmread(&self, field: u32) -> u64 {
+        self.0.vmread(field)
+    }
+    fn vmwrite(&mut self, field: u32, value: u64) {
+        self.0.vmwrite(field, value)
+    }
+    fn rdmsr(&mut self, msr: u32) -> Result<u64, GpFault> {
+        self.0.rdmsr(msr)
+    }
+    fn wrmsr(&mut self, msr: u32, value: u64) -> Result<(), GpFault> {
+        let kept = match msr {
+            IA32_FMASK | IA32_TSC_AUX => value & 0xFFFF_FFFF,
+            _ => value,
+        };
+        self.0.wrmsr(msr, kept)
+    }
+    fn entry_load_area(&mut self) -> &mut [MsrEntry] {
+        self.0.entry_load_area()
+    }
+    fn feature_control_shadow(&mut self) -> &mut u64 {
+        self.0.feature_control_shadow()
+    }
+}
+
+#[test]
+fn item1_live_path_validates_before_wrmsr() {
+    for msr in [IA32_FMASK, IA32_TSC_AUX] {
+        let mut cpu = TruncatingCpu(SoftVmx::new(CpuCaps::BOCHS_TIGERLAKE));
+        let before = cpu.0.live_msr(msr);
+        assert_eq!(
+            routing::write_msr(&mut cpu, msr, 0x1_0004_7700),
+            Err(GpFault),
+            "{msr:#x}: a reserved bit must be refused even where WRMSR drops it"
+        );
+        assert_eq!(cpu.0.live_msr(msr), before, "{msr:#x}: nothing written");
+        assert_eq!(
+            routing::write_msr(&mut cpu, msr, 0x4_7700),
+            Ok(Landing::LiveMsr)
+        );
+    }
+}
+
+#[test]
+fn item2_feature_control_bits_follow_the_cpu_features() {
+    let bochs = CpuCaps::BOCHS_TIGERLAKE;
+    assert_eq!(bochs.feature_control_valid(), 0b101);
+    let mut m = SoftVmx::new(bochs);
+    for refused in [0x6, 0x2, 1 << 8, 1 << 15, 1 << 17, 1 << 18, 1 << 20] {
+        assert_eq!(
+            routing::write_msr(&mut m, IA32_FEATURE_CONTROL, refused),
+            Err(GpFault),
+            "{refused:#x} on bochs-tigerlake"
+        );
+    }
+    let mut m = SoftVmx::new(CpuCaps::MODERN);
+    assert_eq!(
+        routing::write_msr(&mut m, IA32_FEATURE_CONTROL, 0x7 | 1 << 20),
+        Ok(Landing::Shadow)
+    );
+    let no_lmce = CpuCaps {
+        lmce: false,
+        ..CpuCaps::MODERN
+    };
+    assert_eq!(
+        validate::wrmsr_check(IA32_FEATURE_CONTROL, 0x5 | 1 << 20, &no_lmce),
+        Some(Err(validate::Refusal::ReservedBits))
+    );
+}
+
+#[test]
+fn item3_guest_writes_to_area_msrs_survive_vm_exits() {
+    for caps in CpuCaps::PROFILES {
+        let mut target = SimTarget::new(caps, 1);
+        let written = 0xFFFF_8880_1234_5000u64;
+        target
+            .model_mut()
+            .run_guest(|g| g.wrmsr(IA32_KERNEL_GS_BASE, written))
+            .unwrap()
+            .unwrap();
+        target.resume_guest();
+        let seen = target.observation().unwrap().get(IA32_KERNEL_GS_BASE);
+        assert_eq!(seen, Some(written), "{}: the guest's own value", caps.name);
+        assert_eq!(
+            routing::read_msr(target.model_mut(), IA32_KERNEL_GS_BASE),
+            Ok(written),
+            "{}: PsReadMsr returns what the guest reads",
+            caps.name
+        );
+    }
+}
+
+fn full_with_rtit_in_shared_area() -> SoftVmx {
+    let mut m = SoftVmx::new(CpuCaps::FULL);
+    assert!(m.set_load_control(entry::LOAD_IA32_RTIT_CTL, false));
+    assert!(m.add_load_area_entry(IA32_RTIT_CTL, 0));
+    m
+}
+
+#[test]
+fn item4_rtit_rule_checked_against_the_value_in_force() {
+    // The issue's case: the guest starts tracing, the debugger changes the
+    // configuration while TraceEn stays 1: refused, and entry still works.
+    let mut m = full_with_rtit_in_shared_area();
+    m.run_guest(|g| g.wrmsr(IA32_RTIT_CTL, 0x2001))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        routing::write_msr(&mut m, IA32_RTIT_CTL, 0x2101),
+        Err(GpFault)
+    );
+    assert_eq!(guest_reads(&mut m, IA32_RTIT_CTL), Ok(0x2001));
+
+    // The area no longer equals the live MSR (the debugger cleared TraceEn
+    // in the area only): the rule is judged against the live 0x2001 that
+    // VM entry's load will replace, not against the area's 0.
+    let mut m = full_with_rtit_in_shared_area();
+    m.run_guest(|g| g.wrmsr(IA32_RTIT_CTL, 0x2001))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        routing::write_msr(&mut m, IA32_RTIT_CTL, 0),
+        Ok(Landing::LoadArea)
+    );
+    assert_eq!(
+        routing::write_msr(&mut m, IA32_RTIT_CTL, 0x2101),
+        Err(GpFault)
+    );
+    assert_eq!(m.vm_entry(), Ok(()), "an accepted write never fails entry");
+    m.vm_exit();
+    assert_eq!(routing::read_msr(&mut m, IA32_RTIT_CTL), Ok(0));
+}
+
+#[test]
+fn item5_debugctl_bits_follow_the_cpu_features() {
+    let bare = CpuCaps {
+        rtm: false,
+        freeze_while_smm: false,
+        bus_lock_detect: false,
+        ..CpuCaps::MODERN
+    };
+    assert_eq!(bare.debugctl_valid(), DEBUGCTL_ARCH);
+    for (bit, caps) in [
+        (1 << 15, CpuCaps { rtm: true, ..bare }),
+        (
+            1 << 14,
+            CpuCaps {
+                freeze_while_smm: true,
+                ..bare
+            },
+        ),
+        (
+            1 << 2,
+            CpuCaps {
+                bus_lock_detect: true,
+                ..bare
+            },
+        ),
+    ] {
+        let with = SoftVmx::new(caps);
+        let without = SoftVmx::new(bare);
+        for (mut m, accepted) in [(with, true), (without, false)] {
+            let result = routing::write_msr(&mut m, IA32_DEBUGCTL, bit);
+            assert_eq!(result.is_ok(), accepted, "DEBUGCTL {bit:#x}");
+            // With the bit refused the next VM entry still succeeds.
+            assert_eq!(m.vm_entry(), Ok(()));
+        }
+    }
+}
+
+#[test]
+fn item6_guest_perf_global_ctrl_survives_exits_without_the_save_control() {
+    let skylake = CpuCaps::SKYLAKE;
+    assert!(skylake.entry_allowed(entry::LOAD_IA32_PERF_GLOBAL_CTRL));
+    let mut target = SimTarget::new(skylake, 1);
+    target
+        .model_mut()
+        .run_guest(|g| g.wrmsr(IA32_PERF_GLOBAL_CTRL, 3))
+        .unwrap()
+        .unwrap();
+    target.resume_guest();
+    assert_eq!(
+        target.observation().unwrap().get(IA32_PERF_GLOBAL_CTRL),
+        Some(3)
+    );
+    assert_eq!(
+        routing::read_msr(target.model_mut(), IA32_PERF_GLOBAL_CTRL),
+        Ok(3)
+    );
+    // A debugger write still reaches the guest.
+    assert!(routing::write_msr(target.model_mut(), IA32_PERF_GLOBAL_CTRL, 1).is_ok());
+    target.resume_guest();
+    assert_eq!(
+        target.observation().unwrap().get(IA32_PERF_GLOBAL_CTRL),
+        Some(1)
+    );
+    assert_eq!(target.last_entry_failure(), None::<EntryFailure>);
+}
