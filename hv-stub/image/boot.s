@@ -48,21 +48,7 @@ load_loop:
     add word ptr [dap_seg], 0x800
     jmp load_loop
 loaded:
-    # A20 through the "fast A20" port; mask both PICs (the host runs IF=0).
-    in al, 0x92
-    or al, 2
-    and al, 0xFE
-    out 0x92, al
-    mov al, 0xFF
-    out 0x21, al
-    out 0xA1, al
-    lgdt [boot_gdt_desc]
-    mov eax, cr0
-    or eax, 1
-    mov cr0, eax
-    .att_syntax
-    ljmp $0x08, $pm32
-    .intel_syntax noprefix
+    jmp stage2
 disk_error:
     mov al, 'D'
     out 0xE9, al
@@ -97,6 +83,175 @@ boot_drive:
 
     .org 510
     .byte 0x55, 0xAA
+
+# ---------------------------------------------------------------------------
+# Real-mode second stage, loaded at 0x7E00 with the rest of the image: takes
+# the firmware's E820 memory map, loads the Linux payload (if the disk has
+# one) above 1 MiB, then enters 32-bit protected mode.
+#
+# Fixed low memory it fills (src/firmware.rs reads it; one home: the symbols):
+#   hv_e820_map      count (u32) at +0, then 24-byte E820 entries from +8
+#   hv_payload_table the disk's payload table + command line (8 sectors from
+#                    PAYLOAD_LBA), first dword zeroed when there is none
+#   hv_payload_stage the kernel file, then (4 KiB-aligned) the initrd file
+# ---------------------------------------------------------------------------
+    .set E820_MAP, 0x5000
+    .set E820_MAX, 127
+    .set PAYLOAD_TABLE, 0x4000
+    .set PAYLOAD_LBA, 1008              # right after the 1-cylinder hv-stub image
+    .set PAYLOAD_TABLE_SECTORS, 8
+    .set PAYLOAD_STAGE, 0x1000000       # 16 MiB
+    .set BOUNCE_SEG, 0x8000             # 0x80000: 64 sectors per INT 13h read
+    .global hv_e820_map, hv_payload_table, hv_payload_stage
+    .set hv_e820_map, E820_MAP
+    .set hv_payload_table, PAYLOAD_TABLE
+    .set hv_payload_stage, PAYLOAD_STAGE
+
+    .section .boot16.stage2, "ax"
+    .code16
+stage2:
+    # --- E820 -----------------------------------------------------------
+    xor ebx, ebx
+    mov di, E820_MAP + 8
+    mov dword ptr [E820_MAP], 0
+e820_next:
+    mov eax, 0xE820
+    mov edx, 0x534D4150                 # "SMAP"
+    mov ecx, 24
+    mov dword ptr [di + 20], 1          # ACPI 3 attributes: valid
+    int 0x15
+    jc e820_done
+    cmp eax, 0x534D4150
+    jne e820_done
+    inc dword ptr [E820_MAP]
+    add di, 24
+    cmp dword ptr [E820_MAP], E820_MAX
+    jae e820_done
+    test ebx, ebx
+    jnz e820_next
+e820_done:
+    # --- payload table ----------------------------------------------------
+    mov dword ptr [PAYLOAD_TABLE], 0
+    mov word ptr [dap_count], PAYLOAD_TABLE_SECTORS
+    mov word ptr [dap_off], 0
+    mov word ptr [dap_seg], PAYLOAD_TABLE >> 4
+    mov dword ptr [dap_lba], PAYLOAD_LBA
+    mov dword ptr [dap_lba + 4], 0
+    call read_sectors
+    jc no_payload                       # a 1-cylinder disk has no LBA 1008
+    cmp dword ptr [PAYLOAD_TABLE], 0x494C5648   # "HVLI" of the magic "HVLINUX1"
+    jne no_payload_clear
+    # Kernel file, then the initrd file 4 KiB-aligned after it.
+    mov dword ptr [move_dest], PAYLOAD_STAGE
+    mov eax, [PAYLOAD_TABLE + 8]        # kernel LBA
+    mov ecx, [PAYLOAD_TABLE + 12]       # kernel sectors
+    call load_high
+    jc disk_error
+    mov eax, [move_dest]
+    add eax, 0xFFF
+    and eax, ~0xFFF
+    mov [move_dest], eax
+    mov eax, [PAYLOAD_TABLE + 20]       # initrd LBA
+    mov ecx, [PAYLOAD_TABLE + 24]       # initrd sectors
+    call load_high
+    jc disk_error
+    jmp no_payload
+no_payload_clear:
+    mov dword ptr [PAYLOAD_TABLE], 0
+no_payload:
+    # A20 through the "fast A20" port; mask both PICs (the host runs IF=0).
+    in al, 0x92
+    or al, 2
+    and al, 0xFE
+    out 0x92, al
+    mov al, 0xFF
+    out 0x21, al
+    out 0xA1, al
+    lgdt [boot_gdt_desc]
+    mov eax, cr0
+    or eax, 1
+    mov cr0, eax
+    .att_syntax
+    ljmp $0x08, $pm32
+    .intel_syntax noprefix
+
+# ECX sectors from LBA EAX to physical [move_dest] upwards (advanced), through
+# the bounce buffer: INT 13h AH=42h, then INT 15h AH=87h (block move). CF on
+# error.
+load_high:
+    test ecx, ecx
+    jz 2f
+    mov ebx, ecx
+    cmp ebx, 64
+    jbe 1f
+    mov ebx, 64
+1:
+    push eax
+    push ecx
+    push ebx
+    mov [dap_count], bx
+    mov word ptr [dap_off], 0
+    mov word ptr [dap_seg], BOUNCE_SEG
+    mov [dap_lba], eax
+    mov dword ptr [dap_lba + 4], 0
+    call read_sectors
+    jc 3f
+    pop ebx
+    push ebx
+    # Block move: source = bounce buffer, destination = [move_dest].
+    mov eax, [move_dest]
+    mov [move_gdt + 24 + 2], ax
+    shr eax, 16
+    mov [move_gdt + 24 + 4], al
+    mov [move_gdt + 24 + 7], ah
+    mov cx, bx
+    shl cx, 8                           # words = sectors * 256
+    push es
+    xor ax, ax
+    mov es, ax
+    mov si, OFFSET move_gdt
+    mov ah, 0x87
+    int 0x15
+    pop es
+    jc 3f
+    pop ebx
+    pop ecx
+    pop eax
+    add eax, ebx
+    sub ecx, ebx
+    shl ebx, 9
+    add [move_dest], ebx
+    jmp load_high
+2:
+    clc
+    ret
+3:
+    pop ebx
+    pop ecx
+    pop eax
+    stc
+    ret
+
+# The boot sector's DAP, drive in boot_drive. CF on error.
+read_sectors:
+    mov si, OFFSET dap
+    mov dl, [boot_drive]
+    mov ah, 0x42
+    int 0x13
+    ret
+
+    .balign 8
+move_dest:
+    .long 0
+# INT 15h AH=87h descriptor table: two null entries, source, destination,
+# two for the BIOS.
+move_gdt:
+    .quad 0, 0
+    .word 0xFFFF                        # source: 0x80000, 64 KiB, data
+    .byte 0x00, 0x00, 0x08, 0x93, 0x00, 0x00
+    .word 0xFFFF                        # destination: patched per chunk
+    .byte 0x00, 0x00, 0x00, 0x93, 0x00, 0x00
+    .quad 0, 0
 
 # ---------------------------------------------------------------------------
 # Second stage, loaded at 0x7E00: 32-bit protected mode -> long mode.
