@@ -9,6 +9,22 @@ pub struct CpuCaps {
     pub name: &'static str,
     /// Linear-address width for canonical checks: 48, or 57 with 5-level paging.
     pub linear_address_bits: u8,
+    /// MAXPHYADDR (CPUID.80000008H:EAX[7:0]): MTRR bases and masks above it are reserved.
+    pub physical_address_bits: u8,
+    /// MTRRs (CPUID.1:EDX[12]): IA32_MTRRCAP, DEF_TYPE, the fixed and 8 variable ranges.
+    pub mtrr: bool,
+    /// IA32_TSC_ADJUST (CPUID.(EAX=7,ECX=0):EBX[1]).
+    pub tsc_adjust: bool,
+    /// TSC-deadline timer (CPUID.1:ECX[24]): IA32_TSC_DEADLINE.
+    pub tsc_deadline: bool,
+    /// IBRS/IBPB (CPUID.(EAX=7,ECX=0):EDX[26]): IA32_SPEC_CTRL, IA32_PRED_CMD.
+    pub spec_ctrl: bool,
+    /// CPUID.(EAX=7,ECX=0):EDX[29]: IA32_ARCH_CAPABILITIES (read-only).
+    pub arch_capabilities: bool,
+    /// L1D flush (CPUID.(EAX=7,ECX=0):EDX[28]): IA32_FLUSH_CMD (write-only).
+    pub flush_cmd: bool,
+    /// XSAVES (CPUID.(EAX=0DH,ECX=1):EAX[3]): IA32_XSS is writable.
+    pub xsaves: bool,
     /// IA32_DEBUGCTL bits every part with this MSR has (LBR, BTF and the
     /// BTS/freeze/uncore bits 6..=13 on current parts); the bits that
     /// depend on a feature are added by [`CpuCaps::debugctl_valid`].
@@ -124,6 +140,14 @@ impl CpuCaps {
     pub const MODERN: CpuCaps = CpuCaps {
         name: "modern",
         linear_address_bits: 48,
+        physical_address_bits: 46,
+        mtrr: true,
+        tsc_adjust: true,
+        tsc_deadline: true,
+        spec_ctrl: true,
+        arch_capabilities: true,
+        flush_cmd: true,
+        xsaves: true,
         debugctl_base: DEBUGCTL_ARCH,
         rtm: true,
         freeze_while_smm: true,
@@ -162,6 +186,7 @@ impl CpuCaps {
     /// A Skylake-class part: MPX and PT, no CET or PKS.
     pub const SKYLAKE: CpuCaps = CpuCaps {
         name: "skylake",
+        physical_address_bits: 39,
         bus_lock_detect: false,
         pmu_fixed_counters: 3,
         mpx: true,
@@ -183,6 +208,8 @@ impl CpuCaps {
     /// BNDCFGS, RTIT_CTL or PKRS load controls; exit controls 0..=22 and 28.
     pub const BOCHS_TIGERLAKE: CpuCaps = CpuCaps {
         name: "bochs-tigerlake",
+        // BX_PHY_ADDRESS_WIDTH of Debian's build.
+        physical_address_bits: 40,
         // Bochs 2.7 has no SMX, no SGX and no IA32_MCG_CAP (so no LMCE):
         // its IA32_FEATURE_CONTROL takes the lock and VMX bits only.
         smx: false,
@@ -217,6 +244,7 @@ impl CpuCaps {
     pub const FULL: CpuCaps = CpuCaps {
         name: "full",
         linear_address_bits: 57,
+        physical_address_bits: 52,
         mpx: true,
         entry_allowed1: CpuCaps::MODERN.entry_allowed1 | entry::LOAD_IA32_BNDCFGS,
         exit_allowed1: EXIT_MODERN | crate::msr::exit::CLEAR_IA32_BNDCFGS,
@@ -229,6 +257,13 @@ impl CpuCaps {
     pub const LEGACY: CpuCaps = CpuCaps {
         name: "legacy",
         debugctl_base: 0b11 | (0x1F << 6),
+        physical_address_bits: 36,
+        tsc_adjust: false,
+        tsc_deadline: false,
+        spec_ctrl: false,
+        arch_capabilities: false,
+        flush_cmd: false,
+        xsaves: false,
         rtm: false,
         freeze_while_smm: false,
         bus_lock_detect: false,
@@ -301,6 +336,19 @@ impl CpuCaps {
             if present {
                 valid |= bits;
             }
+        }
+        valid
+    }
+
+    /// Bits of IA32_XSS that may be set: the supervisor state components
+    /// this processor has (PT state 8; CET user/supervisor state 11, 12).
+    pub fn xss_valid(&self) -> u64 {
+        let mut valid = 0;
+        if self.intel_pt {
+            valid |= 1 << 8;
+        }
+        if self.has_cet() {
+            valid |= 0b11 << 11;
         }
         valid
     }

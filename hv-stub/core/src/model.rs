@@ -59,8 +59,32 @@ const FIELDS: [u32; 40] = [
     0x2004, // I/O bitmap B address
 ];
 
-/// MSRs the model's processor may implement (filtered by its capabilities).
-const MSRS: [u32; 21] = [
+/// MSRs the model's processor may implement (filtered by its capabilities):
+/// the routed ones and every other architectural MSR the validator knows,
+/// so `sim` and a real CPU agree on which MSR numbers exist. Not modelled:
+/// IA32_APIC_BASE and the x2APIC range (the guest's interrupt controller),
+/// the VMX capability MSRs (hv-stub hides VMX from its guest), machine-check
+/// and performance-counter banks, and model-specific MSRs.
+#[rustfmt::skip]
+const MSRS: [u32; 63] = [
+    IA32_TIME_STAMP_COUNTER,
+    IA32_TSC_ADJUST,
+    IA32_SPEC_CTRL,
+    IA32_PRED_CMD,
+    IA32_MTRRCAP,
+    IA32_ARCH_CAPABILITIES,
+    IA32_FLUSH_CMD,
+    0x200, 0x201, 0x202, 0x203, 0x204, 0x205, 0x206, 0x207,
+    0x208, 0x209, 0x20A, 0x20B, 0x20C, 0x20D, 0x20E, 0x20F,
+    IA32_MTRR_FIX64K_00000,
+    IA32_MTRR_FIX16K_80000,
+    IA32_MTRR_FIX16K_A0000,
+    0x268, 0x269, 0x26A, 0x26B, 0x26C, 0x26D, 0x26E, 0x26F,
+    IA32_MTRR_DEF_TYPE,
+    IA32_U_CET,
+    0x6A4, 0x6A5, 0x6A6, 0x6A7,
+    IA32_TSC_DEADLINE,
+    IA32_XSS,
     IA32_FEATURE_CONTROL,
     IA32_SYSENTER_CS,
     IA32_SYSENTER_ESP,
@@ -282,6 +306,13 @@ impl SoftVmx {
             (IA32_LSTAR, kernel + 0x2000),
             (IA32_CSTAR, kernel + 0x3000),
             (IA32_FMASK, 0x4_7700),
+            // 8 variable ranges, fixed ranges, WC (SDM 12.11.1).
+            (IA32_MTRRCAP, 0x508),
+            // Not vulnerable to RDCL, enhanced IBRS, RSBA, no L1D flush
+            // needed on entry, SSB_NO: what Bochs reports.
+            (IA32_ARCH_CAPABILITIES, 0x1F),
+            // MTRRs enabled, fixed ranges enabled, default WB.
+            (IA32_MTRR_DEF_TYPE, 0xC06),
         ] {
             self.set_live(msr, v);
         }
@@ -324,6 +355,14 @@ impl SoftVmx {
 
     fn live(&self, msr: u32) -> Option<u64> {
         self.msr_slot(msr).map(|i| self.msrs[i].1)
+    }
+
+    /// Hardware RDMSR: #GP for an absent MSR and for a write-only one.
+    fn hardware_rdmsr(&self, msr: u32) -> Result<u64, GpFault> {
+        if validate::write_only(msr) {
+            return Err(GpFault);
+        }
+        self.live(msr).ok_or(GpFault)
     }
 
     fn entry_controls(&self) -> u32 {
@@ -861,7 +900,7 @@ impl GuestView<'_> {
     pub fn rdmsr(&self, msr: u32) -> Result<u64, GpFault> {
         match msr {
             IA32_FEATURE_CONTROL => Ok(self.vmx.feature_control_shadow),
-            _ => self.vmx.live(msr).ok_or(GpFault),
+            _ => self.vmx.hardware_rdmsr(msr),
         }
     }
 
@@ -898,7 +937,7 @@ impl VmxBackend for SoftVmx {
     }
 
     fn rdmsr(&mut self, msr: u32) -> Result<u64, GpFault> {
-        self.live(msr).ok_or(GpFault)
+        self.hardware_rdmsr(msr)
     }
 
     fn wrmsr(&mut self, msr: u32, value: u64) -> Result<(), GpFault> {

@@ -6,7 +6,33 @@
 
 /// MSR indices.
 pub mod index {
+    pub const IA32_TIME_STAMP_COUNTER: u32 = 0x10;
     pub const IA32_FEATURE_CONTROL: u32 = 0x3A;
+    pub const IA32_TSC_ADJUST: u32 = 0x3B;
+    pub const IA32_SPEC_CTRL: u32 = 0x48;
+    pub const IA32_PRED_CMD: u32 = 0x49;
+    pub const IA32_MTRRCAP: u32 = 0xFE;
+    pub const IA32_ARCH_CAPABILITIES: u32 = 0x10A;
+    pub const IA32_FLUSH_CMD: u32 = 0x10B;
+    /// IA32_MTRR_PHYSBASE0; PHYSMASKn = 0x201 + 2n, PHYSBASEn = 0x200 + 2n.
+    pub const IA32_MTRR_PHYSBASE0: u32 = 0x200;
+    /// The eight variable-range MTRR pairs end here (exclusive).
+    pub const IA32_MTRR_PHYS_END: u32 = 0x210;
+    pub const IA32_MTRR_FIX64K_00000: u32 = 0x250;
+    pub const IA32_MTRR_FIX16K_80000: u32 = 0x258;
+    pub const IA32_MTRR_FIX16K_A0000: u32 = 0x259;
+    /// IA32_MTRR_FIX4K_C0000 ..= IA32_MTRR_FIX4K_F8000 are 0x268..=0x26F.
+    pub const IA32_MTRR_FIX4K_C0000: u32 = 0x268;
+    pub const IA32_MTRR_FIX4K_F8000: u32 = 0x26F;
+    pub const IA32_MTRR_DEF_TYPE: u32 = 0x2FF;
+    pub const IA32_U_CET: u32 = 0x6A0;
+    pub const IA32_PL0_SSP: u32 = 0x6A4;
+    pub const IA32_PL3_SSP: u32 = 0x6A7;
+    pub const IA32_TSC_DEADLINE: u32 = 0x6E0;
+    pub const IA32_XSS: u32 = 0xDA0;
+    /// The VMX capability MSRs, IA32_VMX_BASIC ..= IA32_VMX_EXIT_CTLS2.
+    pub const IA32_VMX_BASIC: u32 = 0x480;
+    pub const IA32_VMX_EXIT_CTLS2: u32 = 0x493;
     pub const IA32_SMBASE: u32 = 0x9E;
     pub const IA32_SYSENTER_CS: u32 = 0x174;
     pub const IA32_SYSENTER_ESP: u32 = 0x175;

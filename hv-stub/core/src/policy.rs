@@ -4,6 +4,14 @@
 use crate::caps::CpuCaps;
 use crate::msr::{entry, exit, index};
 
+/// MSRs hv-stub hides from its guest: the VMX capability MSRs, since the
+/// guest is told it has no VMX (CPUID.1:ECX[5] = 0, IA32_FEATURE_CONTROL
+/// shadow without VMX enabled). The guest's RDMSR/WRMSR of them exits and
+/// gets #GP, and the debugger's `PsReadMsr`/`PsWriteMsr` answer the same.
+pub fn hidden_from_guest(msr: u32) -> bool {
+    (index::IA32_VMX_BASIC..=index::IA32_VMX_EXIT_CTLS2).contains(&msr)
+}
+
 /// MSRs hv-stub keeps in its VM-entry MSR-load area. That area is also the
 /// VM-exit MSR-store area (SDM 27.4), so the guest's own WRMSR is saved at
 /// every VM exit and loaded back at the next entry, and the routing reads and

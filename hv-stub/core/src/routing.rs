@@ -9,6 +9,7 @@
 //! `docs/MSR-SEMANTICS.md` is the user-facing version of this table.
 
 use crate::msr::{bits, entry, field, index::*};
+use crate::policy;
 use crate::validate::{self, Refusal};
 use crate::vmx::{GpFault, VmxBackend};
 
@@ -236,6 +237,9 @@ fn guest_paging<B: VmxBackend>(b: &B) -> bool {
 /// Applies a debugger's write so that the guest observes it after the next
 /// VM entry. Refused values return `GpFault` and change nothing.
 pub fn write_msr<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<Landing, GpFault> {
+    if policy::hidden_from_guest(msr) {
+        return Err(GpFault);
+    }
     let caps = *b.caps();
     match place_of(msr) {
         Place::Live => write_shared(b, msr, value),
@@ -292,7 +296,7 @@ fn write_field<B: VmxBackend>(b: &mut B, msr: u32, field: u32, value: u64) -> La
 /// the field and then the area entry that `write_field` keeps equal to it).
 /// Only MSRs with such a condition are read back.
 fn check_transition<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<(), GpFault> {
-    if msr != IA32_RTIT_CTL {
+    if !validate::has_transition_rule(msr) {
         return Ok(());
     }
     let old = read_msr(b, msr)?;
@@ -309,9 +313,11 @@ fn write_shared<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<Landin
     let known = validate::wrmsr_check(msr, value, &caps).is_some();
     if known {
         check(msr, value, &caps)?;
-        // The rule is checked against the value in force when the new one
-        // takes effect: the live MSR, which WRMSR (now) or the area's load
-        // "as if by WRMSR" (at the next VM entry) replaces.
+    }
+    if validate::has_transition_rule(msr) {
+        // Checked against the value in force when the new one takes
+        // effect: the live MSR, which WRMSR (now) or the area's load "as if
+        // by WRMSR" (at the next VM entry) replaces.
         let live = b.rdmsr(msr)?;
         validate::wrmsr_transition_check(msr, live, value).map_err(refuse)?;
     }
@@ -381,7 +387,7 @@ fn write_efer<B: VmxBackend>(b: &mut B, value: u64) -> Result<Landing, GpFault> 
 pub fn read_msr<B: VmxBackend>(b: &mut B, msr: u32) -> Result<u64, GpFault> {
     // An MSR the CPU lacks faults for the guest even where a VMCS field
     // (with its load control on) would hold a value for it.
-    if !validate::present(msr, b.caps()) {
+    if !validate::present(msr, b.caps()) || policy::hidden_from_guest(msr) {
         return Err(GpFault);
     }
     match place_of(msr) {

@@ -35,6 +35,12 @@ pub enum Refusal {
     TraceActive,
     /// IA32_FEATURE_CONTROL is locked (the guest's own WRMSR).
     Locked,
+    /// An MTRR or IA32_MTRR_DEF_TYPE holds a reserved memory type (2, 3, > 6).
+    InvalidMtrrType,
+    /// An address above MAXPHYADDR (MTRR bases and masks).
+    InvalidPhysicalAddress,
+    /// An address that must be 4-byte aligned is not (IA32_PLn_SSP).
+    Misaligned,
 }
 
 /// True if `addr` is canonical for the processor's linear-address width.
@@ -49,6 +55,56 @@ pub fn pat_valid(value: u64) -> bool {
         .to_le_bytes()
         .iter()
         .all(|&t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7))
+}
+
+/// MTRR memory types: UC(0), WC(1), WT(4), WP(5), WB(6) (UC- exists in PAT only).
+fn mtrr_type_valid(t: u64) -> bool {
+    matches!(t, 0 | 1 | 4 | 5 | 6)
+}
+
+fn physical(value: u64, caps: &CpuCaps) -> Result<(), Refusal> {
+    require(
+        value >> caps.physical_address_bits == 0,
+        Refusal::InvalidPhysicalAddress,
+    )
+}
+
+/// IA32_MTRR_PHYSBASEn: type in bits 7:0 (bits 11:8 reserved), base up to
+/// MAXPHYADDR. IA32_MTRR_PHYSMASKn: bits 10:0 reserved, bit 11 valid, mask
+/// up to MAXPHYADDR (SDM Vol. 3A 12.11.2.3).
+fn variable_mtrr_check(msr: u32, value: u64, caps: &CpuCaps) -> Result<(), Refusal> {
+    require(caps.mtrr, Refusal::NotPresent)?;
+    physical(value, caps)?;
+    if msr % 2 == 0 {
+        reserved_clear(value, !0xF00)?;
+        require(mtrr_type_valid(value & 0xFF), Refusal::InvalidMtrrType)
+    } else {
+        reserved_clear(value, !0x7FF)
+    }
+}
+
+/// Fixed-range MTRRs: eight memory-type bytes.
+fn fixed_mtrr_check(value: u64, caps: &CpuCaps) -> Result<(), Refusal> {
+    require(caps.mtrr, Refusal::NotPresent)?;
+    require(
+        value
+            .to_le_bytes()
+            .iter()
+            .all(|&t| mtrr_type_valid(t.into())),
+        Refusal::InvalidMtrrType,
+    )
+}
+
+/// IA32_MTRR_DEF_TYPE: default type 7:0, FE 10, E 11; the rest reserved.
+fn mtrr_def_type_check(value: u64, caps: &CpuCaps) -> Result<(), Refusal> {
+    require(caps.mtrr, Refusal::NotPresent)?;
+    reserved_clear(value, 0xCFF)?;
+    require(mtrr_type_valid(value & 0xFF), Refusal::InvalidMtrrType)
+}
+
+/// MSRs that exist but fault on RDMSR (command MSRs).
+pub fn write_only(msr: u32) -> bool {
+    matches!(msr, IA32_PRED_CMD | IA32_FLUSH_CMD)
 }
 
 /// EFER bits an Intel 64 processor implements: SCE, LME, LMA, NXE.
@@ -80,32 +136,61 @@ fn canonical(value: u64, caps: &CpuCaps) -> Result<(), Refusal> {
 /// regardless of VMX state. `None` for an MSR this module does not know
 /// (the processor itself decides).
 pub fn wrmsr_check(msr: u32, value: u64, caps: &CpuCaps) -> Option<Result<(), Refusal>> {
-    let verdict = match msr {
-        IA32_FEATURE_CONTROL => reserved_clear(value, caps.feature_control_valid()),
-        IA32_SMBASE => Err(Refusal::NotWritable),
-        IA32_SYSENTER_CS | IA32_STAR => Ok(()),
-        IA32_SYSENTER_ESP | IA32_SYSENTER_EIP | IA32_LSTAR | IA32_CSTAR | IA32_FS_BASE
-        | IA32_GS_BASE | IA32_KERNEL_GS_BASE => canonical(value, caps),
-        IA32_FMASK | IA32_TSC_AUX => reserved_clear(value, 0xFFFF_FFFF),
-        IA32_DEBUGCTL => require(caps.has_debugctl, Refusal::NotPresent)
-            .and_then(|_| reserved_clear(value, caps.debugctl_valid())),
-        IA32_PAT => require(pat_valid(value), Refusal::InvalidMemoryType),
-        IA32_EFER => reserved_clear(value, EFER_VALID),
-        IA32_PERF_GLOBAL_CTRL => require(caps.pmu_gp_counters > 0, Refusal::NotPresent)
-            .and_then(|_| reserved_clear(value, caps.perf_global_ctrl_valid())),
-        IA32_BNDCFGS => require(caps.mpx, Refusal::NotPresent)
-            .and_then(|_| reserved_clear(value, !(0x3FF << 2)))
-            .and_then(|_| canonical(value & !0xFFF, caps)),
-        IA32_RTIT_CTL => rtit_ctl_check(value, caps),
-        IA32_PKRS => {
-            require(caps.pks, Refusal::NotPresent).and_then(|_| reserved_clear(value, 0xFFFF_FFFF))
-        }
-        IA32_S_CET => s_cet_check(value, caps),
-        IA32_INTERRUPT_SSP_TABLE_ADDR => {
-            require(caps.cet_shstk, Refusal::NotPresent).and_then(|_| canonical(value, caps))
-        }
-        _ => return None,
-    };
+    let verdict =
+        match msr {
+            IA32_FEATURE_CONTROL => reserved_clear(value, caps.feature_control_valid()),
+            // The TSC and TSC_ADJUST take any value; the deadline timer too.
+            IA32_TIME_STAMP_COUNTER => Ok(()),
+            IA32_TSC_ADJUST => require(caps.tsc_adjust, Refusal::NotPresent),
+            IA32_TSC_DEADLINE => require(caps.tsc_deadline, Refusal::NotPresent),
+            // IBRS, STIBP, SSBD; IBPB; L1D flush (SDM Vol. 4, Table 2-2).
+            IA32_SPEC_CTRL => require(caps.spec_ctrl, Refusal::NotPresent)
+                .and_then(|_| reserved_clear(value, 0b111)),
+            IA32_PRED_CMD => {
+                require(caps.spec_ctrl, Refusal::NotPresent).and_then(|_| reserved_clear(value, 1))
+            }
+            IA32_FLUSH_CMD => {
+                require(caps.flush_cmd, Refusal::NotPresent).and_then(|_| reserved_clear(value, 1))
+            }
+            IA32_ARCH_CAPABILITIES => {
+                require(caps.arch_capabilities, Refusal::NotPresent).and(Err(Refusal::NotWritable))
+            }
+            IA32_MTRRCAP => require(caps.mtrr, Refusal::NotPresent).and(Err(Refusal::NotWritable)),
+            IA32_MTRR_PHYSBASE0..IA32_MTRR_PHYS_END => variable_mtrr_check(msr, value, caps),
+            IA32_MTRR_FIX64K_00000
+            | IA32_MTRR_FIX16K_80000
+            | IA32_MTRR_FIX16K_A0000
+            | IA32_MTRR_FIX4K_C0000..=IA32_MTRR_FIX4K_F8000 => fixed_mtrr_check(value, caps),
+            IA32_MTRR_DEF_TYPE => mtrr_def_type_check(value, caps),
+            IA32_XSS => require(caps.xsaves, Refusal::NotPresent)
+                .and_then(|_| reserved_clear(value, caps.xss_valid())),
+            IA32_U_CET => s_cet_check(value, caps),
+            IA32_PL0_SSP..=IA32_PL3_SSP => require(caps.cet_shstk, Refusal::NotPresent)
+                .and_then(|_| canonical(value, caps))
+                .and_then(|_| require(value & 3 == 0, Refusal::Misaligned)),
+            IA32_SMBASE => Err(Refusal::NotWritable),
+            IA32_SYSENTER_CS | IA32_STAR => Ok(()),
+            IA32_SYSENTER_ESP | IA32_SYSENTER_EIP | IA32_LSTAR | IA32_CSTAR | IA32_FS_BASE
+            | IA32_GS_BASE | IA32_KERNEL_GS_BASE => canonical(value, caps),
+            IA32_FMASK | IA32_TSC_AUX => reserved_clear(value, 0xFFFF_FFFF),
+            IA32_DEBUGCTL => require(caps.has_debugctl, Refusal::NotPresent)
+                .and_then(|_| reserved_clear(value, caps.debugctl_valid())),
+            IA32_PAT => require(pat_valid(value), Refusal::InvalidMemoryType),
+            IA32_EFER => reserved_clear(value, EFER_VALID),
+            IA32_PERF_GLOBAL_CTRL => require(caps.pmu_gp_counters > 0, Refusal::NotPresent)
+                .and_then(|_| reserved_clear(value, caps.perf_global_ctrl_valid())),
+            IA32_BNDCFGS => require(caps.mpx, Refusal::NotPresent)
+                .and_then(|_| reserved_clear(value, !(0x3FF << 2)))
+                .and_then(|_| canonical(value & !0xFFF, caps)),
+            IA32_RTIT_CTL => rtit_ctl_check(value, caps),
+            IA32_PKRS => require(caps.pks, Refusal::NotPresent)
+                .and_then(|_| reserved_clear(value, 0xFFFF_FFFF)),
+            IA32_S_CET => s_cet_check(value, caps),
+            IA32_INTERRUPT_SSP_TABLE_ADDR => {
+                require(caps.cet_shstk, Refusal::NotPresent).and_then(|_| canonical(value, caps))
+            }
+            _ => return None,
+        };
     Some(verdict)
 }
 
@@ -114,7 +199,7 @@ pub fn present(msr: u32, caps: &CpuCaps) -> bool {
     !matches!(wrmsr_check(msr, 0, caps), Some(Err(Refusal::NotPresent)))
 }
 
-/// IA32_S_CET: bits 9:6 reserved; shadow-stack bits need SHSTK, the
+/// IA32_S_CET and IA32_U_CET (one layout): bits 9:6 reserved; shadow-stack bits need SHSTK, the
 /// tracking bits and the legacy-bitmap base need IBT; the base must be
 /// canonical; SUPPRESS and TRACKER may not both be set.
 fn s_cet_check(value: u64, caps: &CpuCaps) -> Result<(), Refusal> {
@@ -169,6 +254,12 @@ fn rtit_ctl_check(value: u64, caps: &CpuCaps) -> Result<(), Refusal> {
         !single_range_needed || caps.pt_single_range_output,
         Refusal::InvalidEncoding,
     )
+}
+
+/// Whether WRMSR of `msr` has a #GP condition that depends on its current
+/// value (see [`wrmsr_transition_check`]).
+pub fn has_transition_rule(msr: u32) -> bool {
+    msr == IA32_RTIT_CTL
 }
 
 /// The part of WRMSR's #GP conditions that depends on the MSR's current

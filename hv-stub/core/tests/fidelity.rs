@@ -217,3 +217,76 @@ fn item6_guest_perf_global_ctrl_survives_exits_without_the_save_control() {
     );
     assert_eq!(target.last_entry_failure(), None::<EntryFailure>);
 }
+
+#[test]
+fn item7_sim_models_the_architectural_msrs_the_cpu_has() {
+    let mut m = SoftVmx::new(CpuCaps::BOCHS_TIGERLAKE);
+    // Present and writable, as on Bochs's tigerlake (which the audit found
+    // faulting only on sim).
+    for (msr, value) in [
+        (IA32_TIME_STAMP_COUNTER, 0x1234_5678),
+        (IA32_TSC_ADJUST, 0x10),
+        (IA32_U_CET, 0x4),
+        (IA32_PL0_SSP, 0xFFFF_8000_0000_1000),
+        (IA32_PL3_SSP, 0x7FFF_0000_0000),
+        (IA32_SPEC_CTRL, 0x5),
+        (IA32_MTRR_PHYSBASE0, 0xC000_0006),
+        (IA32_MTRR_PHYSBASE0 + 1, 0xFF_C000_0800),
+        (IA32_MTRR_FIX64K_00000, 0x0606_0606_0606_0606),
+        (IA32_MTRR_DEF_TYPE, 0xC06),
+        (IA32_TSC_DEADLINE, 0),
+        (IA32_XSS, 0x1800),
+    ] {
+        assert_eq!(
+            routing::write_msr(&mut m, msr, value),
+            Ok(Landing::LiveMsr),
+            "{msr:#x} <- {value:#x}"
+        );
+        assert_eq!(routing::read_msr(&mut m, msr), Ok(value), "{msr:#x}");
+        assert_eq!(guest_reads(&mut m, msr), Ok(value), "{msr:#x} guest");
+    }
+    // Refused with their reserved bits or rules.
+    for (msr, value) in [
+        (IA32_PL0_SSP, 0xFFFF_8000_0000_1002),     // not 4-byte aligned
+        (IA32_PL0_SSP, 0x0000_8000_0000_0000),     // not canonical
+        (IA32_SPEC_CTRL, 0x8),                     // reserved
+        (IA32_MTRR_PHYSBASE0, 0xC000_0002),        // memory type 2
+        (IA32_MTRR_PHYSBASE0, 0x100_0000_0006),    // above MAXPHYADDR (40)
+        (IA32_MTRR_PHYSBASE0 + 1, 0xFF_C000_0400), // reserved bit 10
+        (IA32_MTRR_FIX64K_00000, 0x0707_0707_0707_0707), // UC- is PAT only
+        (IA32_MTRR_DEF_TYPE, 0x1C06),              // reserved bit 12
+        (IA32_XSS, 1 << 8),                        // no PT state on Bochs
+        (IA32_MTRRCAP, 0x508),                     // read-only
+        (IA32_ARCH_CAPABILITIES, 0x1F),            // read-only
+        (IA32_PRED_CMD, 2),                        // reserved
+    ] {
+        assert_eq!(
+            routing::write_msr(&mut m, msr, value),
+            Err(GpFault),
+            "{msr:#x} <- {value:#x}"
+        );
+    }
+    // Command MSRs are write-only; VMX capability MSRs are hidden.
+    assert_eq!(
+        routing::write_msr(&mut m, IA32_PRED_CMD, 1),
+        Ok(Landing::LiveMsr)
+    );
+    assert_eq!(routing::read_msr(&mut m, IA32_PRED_CMD), Err(GpFault));
+    assert_eq!(routing::read_msr(&mut m, IA32_VMX_BASIC), Err(GpFault));
+    assert_eq!(routing::read_msr(&mut m, IA32_MTRRCAP), Ok(0x508));
+    // And on the first VMX processors, which lack the newer ones.
+    let mut legacy = SoftVmx::new(CpuCaps::LEGACY);
+    for msr in [
+        IA32_TSC_ADJUST,
+        IA32_SPEC_CTRL,
+        IA32_U_CET,
+        IA32_PL0_SSP,
+        IA32_XSS,
+    ] {
+        assert_eq!(
+            routing::read_msr(&mut legacy, msr),
+            Err(GpFault),
+            "{msr:#x}"
+        );
+    }
+}

@@ -121,6 +121,14 @@ pub fn detect() -> CpuCaps {
         bit(l1.ecx, 15) && rdmsr_safe(IA32_PERF_CAPABILITIES).is_ok_and(|v| v >> 12 & 1 != 0);
     let intel_pt = bit(l7.ebx, 25);
     let pt = if intel_pt { pt_caps(max_leaf) } else { None };
+    let max_extended = cpuid(0x8000_0000, 0).eax;
+    // MAXPHYADDR; 36 bits where leaf 80000008H is missing (SDM Vol. 3A 4.1.4).
+    let physical_address_bits = if max_extended >= 0x8000_0008 {
+        cpuid(0x8000_0008, 0).eax as u8
+    } else {
+        36
+    };
+    let xsaves = max_leaf >= 0xD && bit(cpuid(0xD, 1).eax, 3);
     let entry_ctls = rdmsr_safe(IA32_VMX_TRUE_ENTRY_CTLS).unwrap_or(0);
     let exit_ctls = rdmsr_safe(IA32_VMX_TRUE_EXIT_CTLS).unwrap_or(0);
     CpuCaps {
@@ -128,6 +136,14 @@ pub fn detect() -> CpuCaps {
         // WRMSR's canonical checks use the widest linear address the CPU
         // supports: 57 bits with 5-level paging (CPUID.(7,0):ECX[16]).
         linear_address_bits: if bit(l7.ecx, 16) { 57 } else { 48 },
+        physical_address_bits,
+        mtrr: bit(l1.edx, 12),
+        tsc_adjust: bit(l7.ebx, 1),
+        tsc_deadline: bit(l1.ecx, 24),
+        spec_ctrl: bit(l7.edx, 26),
+        arch_capabilities: bit(l7.edx, 29),
+        flush_cmd: bit(l7.edx, 28),
+        xsaves,
         debugctl_base: hv_stub::caps::DEBUGCTL_ARCH,
         rtm: bit(l7.ebx, 11),
         freeze_while_smm,
