@@ -3,15 +3,22 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::time::Instant;
 
 use super::{remaining, LinkError, Transport};
 use crate::status::Status;
-use crate::sys;
+use crate::sys::{self, Ready};
 
+/// The socket is non-blocking from the start and every wait is a ppoll
+/// until the call's deadline, so no socket option is set per call and a
+/// short timeout is kept to the microsecond instead of a timer tick.
 pub struct TcpTransport {
     stream: TcpStream,
+    /// Bytes arrived since the last send: a further `recv` waits for the
+    /// rest of an answer that came in pieces.
+    read_since_send: bool,
 }
 
 impl TcpTransport {
@@ -27,7 +34,13 @@ impl TcpTransport {
                 Ok(stream) => {
                     // Frames are tiny and latency-bound: never wait to coalesce.
                     stream.set_nodelay(true).map_err(|_| Status::WRITE_FAILED)?;
-                    return Ok(TcpTransport { stream });
+                    stream
+                        .set_nonblocking(true)
+                        .map_err(|_| Status::WRITE_FAILED)?;
+                    return Ok(TcpTransport {
+                        stream,
+                        read_since_send: false,
+                    });
                 }
                 Err(e) => {
                     if let Some(status) = super::resource_shortage(&e) {
@@ -74,23 +87,44 @@ fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Vec<SocketAddr>, 
 }
 
 impl Transport for TcpTransport {
-    fn send(&mut self, bytes: &[u8], deadline: Instant) -> Result<(), LinkError> {
-        let left = remaining(deadline)?;
-        self.stream
-            .set_write_timeout(Some(left))
-            .map_err(LinkError::WriteFailed)?;
-        self.stream.write_all(bytes).map_err(LinkError::from_write)
+    fn send(&mut self, mut bytes: &[u8], deadline: Instant) -> Result<(), LinkError> {
+        while !bytes.is_empty() {
+            match self.stream.write(bytes) {
+                Ok(0) => {
+                    return Err(LinkError::Lost(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "the debuggee accepts no more bytes",
+                    )))
+                }
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !sys::wait_fd(self.stream.as_raw_fd(), Ready::Writable, deadline)
+                        .map_err(LinkError::WriteFailed)?
+                    {
+                        return Err(LinkError::TimedOut);
+                    }
+                }
+                Err(e) => return Err(LinkError::from_write(e)),
+            }
+        }
+        self.read_since_send = false;
+        Ok(())
     }
 
     fn recv(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, LinkError> {
-        loop {
-            let left = remaining(deadline)?;
-            self.stream
-                .set_read_timeout(Some(left))
-                .map_err(LinkError::ReadFailed)?;
-            // Peers such as Bochs leave Nagle on; acknowledging at once
-            // avoids a delayed-ACK stall of ~40 ms per round trip.
+        if self.read_since_send {
+            // The answer came in pieces (Bochs sends COM1 bytes as the guest
+            // writes them, with Nagle on): acknowledge what we have now, or
+            // the peer holds the rest until our delayed ACK (~40 ms).
             sys::tcp_quickack(&self.stream);
+        }
+        loop {
+            if !sys::wait_fd(self.stream.as_raw_fd(), Ready::Readable, deadline)
+                .map_err(LinkError::ReadFailed)?
+            {
+                return Err(LinkError::TimedOut);
+            }
             match self.stream.read(buf) {
                 Ok(0) => {
                     return Err(LinkError::Lost(io::Error::new(
@@ -98,8 +132,16 @@ impl Transport for TcpTransport {
                         "the debuggee closed the connection",
                     )))
                 }
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(n) => {
+                    self.read_since_send = true;
+                    return Ok(n);
+                }
+                // Readiness without data (a spurious wake-up): wait again.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                    ) => {}
                 Err(e) => return Err(LinkError::from_read(e)),
             }
         }
