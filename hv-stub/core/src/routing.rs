@@ -234,28 +234,89 @@ fn guest_paging<B: VmxBackend>(b: &B) -> bool {
     b.vmread(field::GUEST_CR0) & bits::CR0_PG != 0
 }
 
+/// A write that passed every check, ready to apply on the CPU it was
+/// prepared on. Preparing has no effect the guest can see, so a write to
+/// several CPUs can be checked on all of them before it changes any.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct WritePlan {
+    action: Action,
+    landing: Landing,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Action {
+    /// VMWRITE `field`; also the area entry `area` (slot, value) if any, and
+    /// new VM-entry controls (EFER's "IA-32e mode guest") if any.
+    Vmcs {
+        field: u32,
+        value: u64,
+        area: Option<usize>,
+        entry_controls: Option<u32>,
+    },
+    /// The VM-entry MSR-load area entry only.
+    Area { slot: usize, value: u64 },
+    /// The IA32_FEATURE_CONTROL shadow.
+    Shadow { value: u64 },
+    /// WRMSR in VMX-root mode. `judged_by_cpu`: the validator does not know
+    /// the MSR, so WRMSR itself decides (and may still fault on apply).
+    Live {
+        msr: u32,
+        value: u64,
+        judged_by_cpu: bool,
+    },
+}
+
+impl WritePlan {
+    /// Whether applying can still fault: only a WRMSR to an MSR the
+    /// validator does not know, which the processor judges.
+    pub fn may_fault(&self) -> bool {
+        matches!(
+            self.action,
+            Action::Live {
+                judged_by_cpu: true,
+                ..
+            }
+        )
+    }
+
+    /// The live MSR this plan writes with WRMSR, if any (for an undo).
+    pub fn live_msr(&self) -> Option<u32> {
+        match self.action {
+            Action::Live { msr, .. } => Some(msr),
+            _ => None,
+        }
+    }
+}
+
 /// Applies a debugger's write so that the guest observes it after the next
 /// VM entry. Refused values return `GpFault` and change nothing.
 pub fn write_msr<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<Landing, GpFault> {
+    let plan = prepare_write(b, msr, value)?;
+    apply_write(b, &plan)
+}
+
+/// Every check of [`write_msr`], without changing what the guest sees.
+pub fn prepare_write<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<WritePlan, GpFault> {
     if policy::hidden_from_guest(msr) {
         return Err(GpFault);
     }
     let caps = *b.caps();
     match place_of(msr) {
-        Place::Live => write_shared(b, msr, value),
+        Place::Live => prepare_shared(b, msr, value),
         Place::SmbaseField => {
             if value > u64::from(u32::MAX) {
                 return Err(GpFault);
             }
-            b.vmwrite(field::GUEST_SMBASE, value);
-            Ok(Landing::VmcsField(field::GUEST_SMBASE))
+            Ok(vmcs_plan(field::GUEST_SMBASE, value, None, None))
         }
         Place::FeatureControlShadow => {
             // A debugger write is host-initiated: like KVM's host-initiated
             // writes it may change a locked shadow.
             check(msr, value, &caps)?;
-            *b.feature_control_shadow() = value;
-            Ok(Landing::Shadow)
+            Ok(WritePlan {
+                action: Action::Shadow { value },
+                landing: Landing::Shadow,
+            })
         }
         Place::AlwaysField { field, low32 } => {
             check(msr, value, &caps)?;
@@ -263,37 +324,70 @@ pub fn write_msr<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<Landi
             // 63:32 of the MSR (SDM 26.3.2.1); the load-area entry gets the
             // same truncated value so that every path shows the guest one value.
             let stored = if low32 { value & 0xFFFF_FFFF } else { value };
-            Ok(write_field(b, msr, field, stored))
+            Ok(field_plan(b, msr, field, stored))
         }
         Place::ControlledField { field, control } => {
             if entry_controls(b) & control != 0 {
                 check(msr, value, &caps)?;
                 check_transition(b, msr, value)?;
-                Ok(write_field(b, msr, field, value))
+                Ok(field_plan(b, msr, field, value))
             } else {
-                write_shared(b, msr, value)
+                prepare_shared(b, msr, value)
             }
         }
-        Place::Efer => write_efer(b, value),
+        Place::Efer => prepare_efer(b, value),
     }
 }
 
-/// Writes the guest field, and the load-area entry too if there is one,
-/// since VM entry processes the area after the fields (SDM 26.4).
-fn write_field<B: VmxBackend>(b: &mut B, msr: u32, field: u32, value: u64) -> Landing {
-    b.vmwrite(field, value);
-    match load_area_slot(b, msr) {
-        Some(slot) => {
-            b.entry_load_area()[slot].value = value;
-            Landing::VmcsFieldAndLoadArea(field)
+/// Carries out a prepared write on the CPU it was prepared on.
+pub fn apply_write<B: VmxBackend>(b: &mut B, plan: &WritePlan) -> Result<Landing, GpFault> {
+    match plan.action {
+        Action::Vmcs {
+            field,
+            value,
+            area,
+            entry_controls,
+        } => {
+            b.vmwrite(field, value);
+            if let Some(slot) = area {
+                b.entry_load_area()[slot].value = value;
+            }
+            if let Some(controls) = entry_controls {
+                b.vmwrite(field::VM_ENTRY_CONTROLS, u64::from(controls));
+            }
         }
-        None => Landing::VmcsField(field),
+        Action::Area { slot, value } => b.entry_load_area()[slot].value = value,
+        Action::Shadow { value } => *b.feature_control_shadow() = value,
+        Action::Live { msr, value, .. } => b.wrmsr(msr, value)?,
     }
+    Ok(plan.landing)
+}
+
+fn vmcs_plan(field: u32, value: u64, area: Option<usize>, controls: Option<u32>) -> WritePlan {
+    WritePlan {
+        action: Action::Vmcs {
+            field,
+            value,
+            area,
+            entry_controls: controls,
+        },
+        landing: match area {
+            Some(_) => Landing::VmcsFieldAndLoadArea(field),
+            None => Landing::VmcsField(field),
+        },
+    }
+}
+
+/// The guest field, and the load-area entry too if there is one, since VM
+/// entry processes the area after the fields (SDM 26.4).
+fn field_plan<B: VmxBackend>(b: &mut B, msr: u32, field: u32, value: u64) -> WritePlan {
+    let slot = load_area_slot(b, msr);
+    vmcs_plan(field, value, slot, None)
 }
 
 /// WRMSR conditions that depend on the value the guest holds now (IA32_RTIT_CTL
 /// while TraceEn = 1), for a write to the guest-state field (VM entry loads
-/// the field and then the area entry that `write_field` keeps equal to it).
+/// the field and then the area entry that `field_plan` keeps equal to it).
 /// Only MSRs with such a condition are read back.
 fn check_transition<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<(), GpFault> {
     if !validate::has_transition_rule(msr) {
@@ -308,7 +402,7 @@ fn check_transition<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<()
 /// Either way the value is validated first: a processor that silently drops
 /// bits the SDM calls reserved (Bochs keeps bits 31:0 of IA32_FMASK and
 /// IA32_TSC_AUX) must not turn a refused value into SUCCESS.
-fn write_shared<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<Landing, GpFault> {
+fn prepare_shared<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<WritePlan, GpFault> {
     let caps = *b.caps();
     let known = validate::wrmsr_check(msr, value, &caps).is_some();
     if known {
@@ -322,8 +416,14 @@ fn write_shared<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<Landin
         validate::wrmsr_transition_check(msr, live, value).map_err(refuse)?;
     }
     let Some(slot) = load_area_slot(b, msr) else {
-        b.wrmsr(msr, value)?;
-        return Ok(Landing::LiveMsr);
+        return Ok(WritePlan {
+            action: Action::Live {
+                msr,
+                value,
+                judged_by_cpu: !known,
+            },
+            landing: Landing::LiveMsr,
+        });
     };
     if !known {
         // Unknown to the validator: let the processor judge the value by a
@@ -332,8 +432,10 @@ fn write_shared<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<Landin
         b.wrmsr(msr, value)?;
         b.wrmsr(msr, previous)?;
     }
-    b.entry_load_area()[slot].value = value;
-    Ok(Landing::LoadArea)
+    Ok(WritePlan {
+        action: Action::Area { slot, value },
+        landing: Landing::LoadArea,
+    })
 }
 
 /// IA32_EFER. LMA is read-only: the written bit is ignored and LMA follows
@@ -344,7 +446,7 @@ fn write_shared<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<Landin
 /// forces LMA (and LME under paging) from "IA-32e mode guest", so only SCE
 /// and NXE are the guest's; an LME change would change the host's long mode
 /// and is refused.
-fn write_efer<B: VmxBackend>(b: &mut B, value: u64) -> Result<Landing, GpFault> {
+fn prepare_efer<B: VmxBackend>(b: &mut B, value: u64) -> Result<WritePlan, GpFault> {
     let caps = *b.caps();
     check(IA32_EFER, value, &caps)?;
     let controls = entry_controls(b);
@@ -362,25 +464,31 @@ fn write_efer<B: VmxBackend>(b: &mut B, value: u64) -> Result<Landing, GpFault> 
     };
     let efer = (value & !bits::EFER_LMA) | lma;
     if load_efer {
-        let landing = write_field(b, IA32_EFER, field::GUEST_IA32_EFER, efer);
         let ia32e = if lma != 0 {
             controls | entry::IA32E_MODE_GUEST
         } else {
             controls & !entry::IA32E_MODE_GUEST
         };
-        if ia32e != controls {
-            b.vmwrite(field::VM_ENTRY_CONTROLS, u64::from(ia32e));
-        }
-        return Ok(landing);
+        let slot = load_area_slot(b, IA32_EFER);
+        let new_controls = (ia32e != controls).then_some(ia32e);
+        return Ok(vmcs_plan(field::GUEST_IA32_EFER, efer, slot, new_controls));
     }
     if let Some(slot) = load_area_slot(b, IA32_EFER) {
-        b.entry_load_area()[slot].value = efer;
-        return Ok(Landing::LoadArea);
+        return Ok(WritePlan {
+            action: Action::Area { slot, value: efer },
+            landing: Landing::LoadArea,
+        });
     }
     let mode_bits = bits::EFER_LME | bits::EFER_LMA;
     let live = b.rdmsr(IA32_EFER)?;
-    b.wrmsr(IA32_EFER, (live & mode_bits) | (efer & !mode_bits))?;
-    Ok(Landing::LiveMsr)
+    Ok(WritePlan {
+        action: Action::Live {
+            msr: IA32_EFER,
+            value: (live & mode_bits) | (efer & !mode_bits),
+            judged_by_cpu: false,
+        },
+        landing: Landing::LiveMsr,
+    })
 }
 
 /// Returns what the guest's RDMSR of `msr` yields after the next VM entry.
