@@ -105,6 +105,12 @@ fn guest_sees_every_write_over_tcp() {
         .lines()
         .iter()
         .any(|l| l.contains("GUEST feature-control write #GP")));
+    // The guest's own WRMSR of KERNEL_GS_BASE (in the VM-entry MSR-load
+    // area) survived a VM exit: the exit MSR-store area keeps it.
+    assert!(vm
+        .lines()
+        .iter()
+        .any(|l| l.contains("GUEST kernel-gs-base kept across VM exits")));
 
     for (&msr, &current) in &initial {
         let value = new_value(msr, current);

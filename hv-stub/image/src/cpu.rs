@@ -127,3 +127,24 @@ pub fn halt() {
     // SAFETY: HLT at CPL 0 with IF=0 stops until NMI/SMI/reset; no memory effects.
     unsafe { asm!("hlt", options(nomem, nostack, preserves_flags)) }
 }
+
+/// XSETBV.
+///
+/// # Safety
+/// CR4.OSXSAVE must be set and `value` valid for `xcr` (the caller checks it
+/// against CPUID leaf 0DH, as the processor would): it changes which state
+/// XSAVE-managed instructions use, for host and guest alike.
+pub unsafe fn xsetbv(xcr: u32, value: u64) {
+    // SAFETY: per the function contract.
+    unsafe {
+        asm!("xsetbv", in("ecx") xcr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+             options(nomem, nostack, preserves_flags))
+    }
+}
+
+/// WBINVD: writes back and invalidates the caches (the host's answer to a
+/// guest's INVD, which must not discard the host's dirty lines).
+pub fn wbinvd() {
+    // SAFETY: WBINVD at CPL 0 only affects caching, never memory contents.
+    unsafe { asm!("wbinvd", options(nostack, preserves_flags)) }
+}

@@ -172,6 +172,9 @@ pub struct ExceptionFrame {
 /// Called by every exception stub, in the host and in the guest alike.
 #[no_mangle]
 extern "C" fn hv_exception(frame: &mut ExceptionFrame) {
+    if frame.vector == 2 && crate::exits::take_host_nmi() {
+        return;
+    }
     if frame.vector == 13 {
         if let Some(recover) = cpu::gp_fixup(frame.rip) {
             frame.rip = recover;

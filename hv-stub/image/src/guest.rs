@@ -36,8 +36,29 @@ fn observe(msr: u32, value: u64) {
     say!("OBS {msr:x} {value:x}");
 }
 
+/// The guest's own WRMSR of IA32_KERNEL_GS_BASE (held in the VM-entry
+/// MSR-load area) must survive a VM exit: CPUID always exits, so write,
+/// CPUID, read back, and restore the original value.
+fn check_kernel_gs_base_kept() {
+    const PROBE: u64 = 0xFFFF_8000_5EED_0000;
+    let original = cpu::rdmsr_safe(IA32_KERNEL_GS_BASE).unwrap_or(0);
+    // SAFETY: KERNEL_GS_BASE only matters to SWAPGS, which neither this
+    // guest nor the host executes; the original value is restored below.
+    let wrote = unsafe { cpu::wrmsr_safe(IA32_KERNEL_GS_BASE, PROBE) }.is_ok();
+    let _ = cpu::cpuid(0, 0);
+    let read = cpu::rdmsr_safe(IA32_KERNEL_GS_BASE);
+    // SAFETY: as above.
+    let _ = unsafe { cpu::wrmsr_safe(IA32_KERNEL_GS_BASE, original) };
+    if wrote && read == Ok(PROBE) {
+        say!("GUEST kernel-gs-base kept across VM exits");
+    } else {
+        say!("GUEST kernel-gs-base lost across VM exits: {read:x?}");
+    }
+}
+
 /// GUEST_RIP. Entered by VMLAUNCH with RSP at the top of the guest stack.
 pub extern "C" fn guest_main() -> ! {
+    check_kernel_gs_base_kept();
     let mut last = [None::<u64>; WATCHED.len()];
     for (slot, &msr) in last.iter_mut().zip(WATCHED.iter()) {
         match cpu::rdmsr_safe(msr) {

@@ -1,13 +1,18 @@
 //! hv-stub as a bootable hypervisor. boot.s gets the processor from the
-//! BIOS into identity-mapped long mode and calls `hv_main`; `hv` enters VMX
-//! operation and runs the observer guest (`guest`), serving libpulse's
-//! requests on COM1 from its VM exits through hv-stub's shared core.
+//! BIOS into identity-mapped long mode (loading a Linux payload above 1 MiB
+//! on the way, if the disk has one) and calls `hv_main`; `hv` enters VMX
+//! operation and runs either a Linux kernel (`linux`, `ept`, `memmap`) or
+//! the observer guest (`guest`), handling its VM exits (`exits`) and serving
+//! libpulse's requests on COM1 (`link`) through hv-stub's shared core.
 //!
 //! `unsafe` lives in the small modules that need it: `port` (port I/O),
-//! `cpu` (MSRs, control registers), `vmx` (VMX instructions), `desc`
-//! (descriptor tables), `hv` (the VMX regions and the exit handler's state)
-//! and `backend` (the two calls through which the shared routing reaches
-//! VMWRITE and WRMSR); every block carries a `SAFETY:` comment.
+//! `cpu` (MSRs, control registers, XSETBV), `vmx` (VMX instructions), `vmcs`
+//! (checked VMWRITE), `desc` (descriptor tables), `phys` (physical memory
+//! the host prepares for a guest), `ept` and `hv` (the static tables and
+//! VMX regions, and the exit handler's state), `firmware` and `memmap`
+//! (addresses of boot.s and linker symbols) and `backend` (the two calls
+//! through which the shared routing reaches VMWRITE and WRMSR); every block
+//! carries a `SAFETY:` comment.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -17,10 +22,19 @@ pub mod caps;
 pub mod console;
 pub mod cpu;
 pub mod desc;
+pub mod ept;
+pub mod exits;
+pub mod firmware;
 pub mod guest;
+pub mod guest_state;
 pub mod hv;
+pub mod link;
+pub mod linux;
+pub mod memmap;
+pub mod phys;
 pub mod port;
 pub mod uart;
+pub mod vmcs;
 pub mod vmx;
 
 /// Entered from boot.s in long mode, IF=0, SSE enabled, .bss zeroed.

@@ -21,7 +21,25 @@ pub struct Uart {
     base: u16,
 }
 
+const SCR: u16 = 7;
+
 impl Uart {
+    /// COM1, initialised, if a 16550 answers there: its scratch register
+    /// keeps what is written and its line status is not all ones (an absent
+    /// device reads 0xFF everywhere).
+    pub fn detect_com1() -> Option<Uart> {
+        for probe in [0x5A, 0xA5] {
+            outb(COM1 + SCR, probe);
+            if inb(COM1 + SCR) != probe {
+                return None;
+            }
+        }
+        if inb(COM1 + LSR) == 0xFF {
+            return None;
+        }
+        Some(Uart::com1())
+    }
+
     pub fn com1() -> Uart {
         let uart = Uart { base: COM1 };
         outb(uart.base + IER, 0x00);

@@ -79,16 +79,17 @@ pub unsafe fn vmwrite(field: u32, value: u64) -> Result<(), VmFail> {
     check(failed)
 }
 
-/// VMLAUNCH; returns only if the launch failed.
+/// VMLAUNCH with the guest's RSI = `rsi` (the other general-purpose
+/// registers are whatever the host left); returns only if the launch failed.
 ///
 /// # Safety
-/// The current VMCS must be complete: guest state that runs `guest_main` on
-/// its own stack, host state whose HOST_RIP is the boot.s exit trampoline
-/// with HOST_RSP on a dedicated stack.
-pub unsafe fn vmlaunch() -> VmFail {
+/// The current VMCS must be complete: guest state that runs the guest's
+/// entry point, host state whose HOST_RIP is the boot.s exit trampoline with
+/// HOST_RSP on a dedicated stack.
+pub unsafe fn vmlaunch(rsi: u64) -> VmFail {
     // SAFETY: per the function contract. On success control continues in
     // the guest and never comes back here.
-    unsafe { asm!("vmlaunch", options(nostack)) };
+    unsafe { asm!("vmlaunch", in("rsi") rsi, options(nostack)) };
     VmFail
 }
 
