@@ -3,6 +3,7 @@
 //! the `hv-stub-sim` server (both on the software model).
 //!
 //! * [`handler`]: the protocol side — sessions, exactly-once execution;
+//! * [`cpus`]: the debuggee's processors; per-CPU and all-CPU requests;
 //! * [`routing`]: where each MSR write lands so the guest sees it (SDM 26.3.2.1);
 //! * [`validate`]: values the processor refuses (#GP before anything changes);
 //! * [`vmx`]: the backend interface; [`model`]: the software VMX backend;
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod caps;
+pub mod cpus;
 pub mod handler;
 pub mod model;
 pub mod msr;

@@ -7,6 +7,7 @@
 use pulse_proto::message::caps;
 
 use crate::caps::CpuCaps;
+use crate::cpus::{CpuError, CpuState, Processors, MAX_CPUS};
 use crate::handler::Stub;
 use crate::model::{EntryFailure, SoftVmx};
 use crate::msr::index::*;
@@ -53,6 +54,79 @@ impl GuestObservation {
             .iter()
             .find(|(m, _)| *m == msr)
             .and_then(|(_, v)| *v)
+    }
+}
+
+/// The simulated debuggee's processors: one software VMX model (VMCS, MSR
+/// file, shadows, MSR-load area) per CPU, each configured by hv-stub's
+/// policy, and which of them the guest OS has started.
+pub struct SimCpus {
+    cpus: [SoftVmx; MAX_CPUS],
+    states: [CpuState; MAX_CPUS],
+    count: usize,
+}
+
+impl SimCpus {
+    /// `count` processors (1..=MAX_CPUS) of kind `caps`, of which the first
+    /// `online` run the guest and the rest wait for the OS to start them.
+    pub fn new(caps: CpuCaps, count: usize, online: usize) -> Self {
+        assert!((1..=MAX_CPUS).contains(&count) && (1..=count).contains(&online));
+        let mut cpus = SimCpus {
+            cpus: core::array::from_fn(|_| SoftVmx::new(caps)),
+            states: core::array::from_fn(|cpu| {
+                if cpu < online {
+                    CpuState::Running
+                } else {
+                    CpuState::NotStarted
+                }
+            }),
+            count,
+        };
+        for model in cpus.cpus[..count].iter_mut() {
+            for msr in policy::load_area_msrs(&caps) {
+                let value = routing::read_msr(model, msr).unwrap_or(0);
+                let added = model.add_load_area_entry(msr, value);
+                debug_assert!(added, "the policy's area fits the model's");
+            }
+        }
+        cpus
+    }
+
+    /// Processor `cpu`'s model.
+    pub fn model(&self, cpu: usize) -> &SoftVmx {
+        &self.cpus[cpu]
+    }
+
+    pub fn model_mut(&mut self, cpu: usize) -> &mut SoftVmx {
+        &mut self.cpus[cpu]
+    }
+
+    /// What the guest OS does to a processor: start it, stop it.
+    pub fn set_state(&mut self, cpu: usize, state: CpuState) {
+        self.states[cpu] = state;
+    }
+}
+
+impl Processors for SimCpus {
+    type Backend = SoftVmx;
+
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    fn state(&self, cpu: usize) -> CpuState {
+        self.states[cpu]
+    }
+
+    fn with_cpu<R>(
+        &mut self,
+        cpu: usize,
+        f: impl FnOnce(&mut SoftVmx) -> R,
+    ) -> Result<R, CpuError> {
+        if cpu >= self.count {
+            return Err(CpuError::NoCpu);
+        }
+        Ok(f(&mut self.cpus[cpu]))
     }
 }
 
