@@ -25,6 +25,8 @@ pub struct CpuCaps {
     pub flush_cmd: bool,
     /// XSAVES (CPUID.(EAX=0DH,ECX=1):EAX[3]): IA32_XSS is writable.
     pub xsaves: bool,
+    /// x2APIC (CPUID.1:ECX[21]): IA32_APIC_BASE bit 10 (EXTD) may be set.
+    pub x2apic: bool,
     /// IA32_DEBUGCTL bits every part with this MSR has (LBR, BTF and the
     /// BTS/freeze/uncore bits 6..=13 on current parts); the bits that
     /// depend on a feature are added by [`CpuCaps::debugctl_valid`].
@@ -148,6 +150,7 @@ impl CpuCaps {
         arch_capabilities: true,
         flush_cmd: true,
         xsaves: true,
+        x2apic: true,
         debugctl_base: DEBUGCTL_ARCH,
         rtm: true,
         freeze_while_smm: true,
@@ -258,6 +261,7 @@ impl CpuCaps {
         name: "legacy",
         debugctl_base: 0b11 | (0x1F << 6),
         physical_address_bits: 36,
+        x2apic: false,
         tsc_adjust: false,
         tsc_deadline: false,
         spec_ctrl: false,

@@ -62,12 +62,13 @@ const FIELDS: [u32; 40] = [
 /// MSRs the model's processor may implement (filtered by its capabilities):
 /// the routed ones and every other architectural MSR the validator knows,
 /// so `sim` and a real CPU agree on which MSR numbers exist. Not modelled:
-/// IA32_APIC_BASE and the x2APIC range (the guest's interrupt controller),
-/// the VMX capability MSRs (hv-stub hides VMX from its guest), machine-check
+/// the x2APIC register range (the guest's interrupt controller), the VMX
+/// capability MSRs (hv-stub hides VMX from its guest), machine-check
 /// and performance-counter banks, and model-specific MSRs.
 #[rustfmt::skip]
-const MSRS: [u32; 63] = [
+const MSRS: [u32; 64] = [
     IA32_TIME_STAMP_COUNTER,
+    IA32_APIC_BASE,
     IA32_TSC_ADJUST,
     IA32_SPEC_CTRL,
     IA32_PRED_CMD,
@@ -139,6 +140,11 @@ const LOADED_UNDER_CONTROL: [(u32, u32, u32); 7] = [
 
 /// Capacity of the model's VM-entry MSR-load area.
 pub const LOAD_AREA_CAPACITY: usize = 8;
+
+/// Power-on IA32_APIC_BASE of the bootstrap processor: base 0xFEE00000,
+/// enabled (11), BSP (8).
+pub const APIC_BASE_BSP: u64 = 0xFEE0_0900;
+const APIC_BASE_BSP_FLAG: u64 = 1 << 8;
 
 /// Power-on IA32_PAT: WB, WT, UC-, UC repeated.
 pub const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
@@ -313,6 +319,9 @@ impl SoftVmx {
             (IA32_ARCH_CAPABILITIES, 0x1F),
             // MTRRs enabled, fixed ranges enabled, default WB.
             (IA32_MTRR_DEF_TYPE, 0xC06),
+            // xAPIC mode at the architectural base; the BSP flag (bit 8)
+            // is cleared on the other processors (`SoftVmx::make_ap`).
+            (IA32_APIC_BASE, APIC_BASE_BSP),
         ] {
             self.set_live(msr, v);
         }
@@ -320,6 +329,14 @@ impl SoftVmx {
 
     pub fn caps(&self) -> &CpuCaps {
         &self.caps
+    }
+
+    /// Makes this model an application processor: IA32_APIC_BASE's BSP
+    /// flag reads 0.
+    pub fn make_ap(&mut self) {
+        if let Some(base) = self.live(IA32_APIC_BASE) {
+            self.set_live(IA32_APIC_BASE, base & !APIC_BASE_BSP_FLAG);
+        }
     }
 
     pub fn stats(&self) -> ModelStats {
@@ -529,6 +546,10 @@ impl SoftVmx {
             // The model keeps bits 31:0 only, as KVM (a 32-bit VMCS field)
             // and Bochs (`sysenter_cs_msr = val_32`) do.
             IA32_SYSENTER_CS => value & 0xFFFF_FFFF,
+            // SDM 10.5.4.1: with the local APIC timer not in TSC-deadline
+            // mode (the model has no timer), writes are ignored and the MSR
+            // reads 0.
+            IA32_TSC_DEADLINE => 0,
             _ => value,
         };
         self.msrs[slot].1 = value;

@@ -7,6 +7,7 @@
 /// MSR indices.
 pub mod index {
     pub const IA32_TIME_STAMP_COUNTER: u32 = 0x10;
+    pub const IA32_APIC_BASE: u32 = 0x1B;
     pub const IA32_FEATURE_CONTROL: u32 = 0x3A;
     pub const IA32_TSC_ADJUST: u32 = 0x3B;
     pub const IA32_SPEC_CTRL: u32 = 0x48;

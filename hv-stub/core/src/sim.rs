@@ -82,7 +82,10 @@ impl SimCpus {
             }),
             count,
         };
-        for model in cpus.cpus[..count].iter_mut() {
+        for (cpu, model) in cpus.cpus[..count].iter_mut().enumerate() {
+            if cpu > 0 {
+                model.make_ap();
+            }
             for msr in policy::load_area_msrs(&caps) {
                 let value = routing::read_msr(model, msr).unwrap_or(0);
                 let added = model.add_load_area_entry(msr, value);

@@ -41,6 +41,9 @@ pub enum Refusal {
     InvalidPhysicalAddress,
     /// An address that must be 4-byte aligned is not (IA32_PLn_SSP).
     Misaligned,
+    /// IA32_APIC_BASE: a local-APIC mode change the SDM forbids (x2APIC to
+    /// xAPIC, disabled to x2APIC, EXTD without EN; SDM 10.12.5).
+    InvalidTransition,
 }
 
 /// True if `addr` is canonical for the processor's linear-address width.
@@ -102,6 +105,25 @@ fn mtrr_def_type_check(value: u64, caps: &CpuCaps) -> Result<(), Refusal> {
     require(mtrr_type_valid(value & 0xFF), Refusal::InvalidMtrrType)
 }
 
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+
+/// IA32_APIC_BASE (SDM Vol. 3A 10.4.4, 10.12.1): bits 7:0 and 9 reserved,
+/// EXTD (10) only with x2APIC, the base below MAXPHYADDR; EXTD without
+/// EN is an invalid state.
+fn apic_base_check(value: u64, caps: &CpuCaps) -> Result<(), Refusal> {
+    let mut reserved = 0x2FF;
+    if !caps.x2apic {
+        reserved |= APIC_BASE_X2APIC;
+    }
+    reserved_clear(value, !reserved)?;
+    physical(value, caps)?;
+    require(
+        value & (APIC_BASE_ENABLE | APIC_BASE_X2APIC) != APIC_BASE_X2APIC,
+        Refusal::InvalidTransition,
+    )
+}
+
 /// MSRs that exist but fault on RDMSR (command MSRs).
 pub fn write_only(msr: u32) -> bool {
     matches!(msr, IA32_PRED_CMD | IA32_FLUSH_CMD)
@@ -141,6 +163,7 @@ pub fn wrmsr_check(msr: u32, value: u64, caps: &CpuCaps) -> Option<Result<(), Re
             IA32_FEATURE_CONTROL => reserved_clear(value, caps.feature_control_valid()),
             // The TSC and TSC_ADJUST take any value; the deadline timer too.
             IA32_TIME_STAMP_COUNTER => Ok(()),
+            IA32_APIC_BASE => apic_base_check(value, caps),
             IA32_TSC_ADJUST => require(caps.tsc_adjust, Refusal::NotPresent),
             IA32_TSC_DEADLINE => require(caps.tsc_deadline, Refusal::NotPresent),
             // IBRS, STIBP, SSBD; IBPB; L1D flush (SDM Vol. 4, Table 2-2).
@@ -259,7 +282,7 @@ fn rtit_ctl_check(value: u64, caps: &CpuCaps) -> Result<(), Refusal> {
 /// Whether WRMSR of `msr` has a #GP condition that depends on its current
 /// value (see [`wrmsr_transition_check`]).
 pub fn has_transition_rule(msr: u32) -> bool {
-    msr == IA32_RTIT_CTL
+    matches!(msr, IA32_RTIT_CTL | IA32_APIC_BASE)
 }
 
 /// The part of WRMSR's #GP conditions that depends on the MSR's current
@@ -273,6 +296,17 @@ pub fn wrmsr_transition_check(msr: u32, old: u64, new: u64) -> Result<(), Refusa
             old & bits::RTIT_TRACE_EN == 0 || new & bits::RTIT_TRACE_EN == 0 || old == new,
             Refusal::TraceActive,
         ),
+        // x2APIC -> xAPIC and disabled -> x2APIC must go through another
+        // state (SDM 10.12.5, Figure 10-27).
+        IA32_APIC_BASE => {
+            let mode = |v: u64| v & (APIC_BASE_ENABLE | APIC_BASE_X2APIC);
+            let x2apic = APIC_BASE_ENABLE | APIC_BASE_X2APIC;
+            let forbidden = matches!(
+                (mode(old), mode(new)),
+                (o, APIC_BASE_ENABLE) if o == x2apic
+            ) || (mode(old) == 0 && mode(new) == x2apic);
+            require(!forbidden, Refusal::InvalidTransition)
+        }
         _ => Ok(()),
     }
 }

@@ -274,6 +274,32 @@ fn item7_sim_models_the_architectural_msrs_the_cpu_has() {
     assert_eq!(routing::read_msr(&mut m, IA32_PRED_CMD), Err(GpFault));
     assert_eq!(routing::read_msr(&mut m, IA32_VMX_BASIC), Err(GpFault));
     assert_eq!(routing::read_msr(&mut m, IA32_MTRRCAP), Ok(0x508));
+    // The deadline timer is not armed: the MSR reads 0 and ignores writes
+    // (SDM 10.5.4.1), as Bochs showed.
+    assert!(routing::write_msr(&mut m, IA32_TSC_DEADLINE, 1).is_ok());
+    assert_eq!(routing::read_msr(&mut m, IA32_TSC_DEADLINE), Ok(0));
+    // IA32_APIC_BASE: relocation and x2APIC, with the SDM's reserved bits
+    // and mode transitions.
+    assert_eq!(routing::read_msr(&mut m, IA32_APIC_BASE), Ok(0xFEE0_0900));
+    for (value, accepted) in [
+        (0xFEE0_0800, true),      // BSP flag cleared
+        (0x1_0000_0800, true),    // base above 4 GiB (MAXPHYADDR 40)
+        (0x100_0000_0800, false), // base above MAXPHYADDR
+        (0xFEE0_0801, false),     // reserved bit 0
+        (0xFEE0_0A00, false),     // reserved bit 9
+        (0xFEE0_0400, false),     // EXTD without EN
+        (0xFEE0_0C00, true),      // xAPIC -> x2APIC
+        (0xFEE0_0800, false),     // x2APIC -> xAPIC
+        (0xFEE0_0000, true),      // x2APIC -> disabled
+        (0xFEE0_0C00, false),     // disabled -> x2APIC
+        (0xFEE0_0900, true),      // disabled -> xAPIC
+    ] {
+        let result = routing::write_msr(&mut m, IA32_APIC_BASE, value);
+        assert_eq!(result.is_ok(), accepted, "APIC_BASE <- {value:#x}");
+        if accepted {
+            assert_eq!(guest_reads(&mut m, IA32_APIC_BASE), Ok(value));
+        }
+    }
     // And on the first VMX processors, which lack the newer ones.
     let mut legacy = SoftVmx::new(CpuCaps::LEGACY);
     for msr in [

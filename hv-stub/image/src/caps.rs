@@ -144,6 +144,7 @@ pub fn detect() -> CpuCaps {
         arch_capabilities: bit(l7.edx, 29),
         flush_cmd: bit(l7.edx, 28),
         xsaves,
+        x2apic: bit(l1.ecx, 21),
         debugctl_base: hv_stub::caps::DEBUGCTL_ARCH,
         rtm: bit(l7.ebx, 11),
         freeze_while_smm,
