@@ -9,6 +9,9 @@
 //! two masters.
 #![allow(dead_code)]
 
+/// The real-Linux guest (boots under hv-stub or bare, parses its report).
+pub mod linux;
+
 use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::fs;
@@ -167,16 +170,29 @@ impl Bochs {
         );
         fs::write(workdir.join("bochsrc"), rc).unwrap();
         fs::write(workdir.join("dbg.rc"), "c\n").unwrap();
-        let mut child = Command::new("bochs-bin")
+        let mut command = Command::new("bochs-bin");
+        command
             .args(["-q", "-unlock", "-f", "bochsrc", "-rc", "dbg.rc"])
             .current_dir(&workdir)
-            .env("TERM", "xterm")
+            .env("TERM", "xterm");
+        Bochs::spawn(command, workdir, RUN_DEADLINE)
+    }
+
+    /// Runs `command` (bochs-bin, or a launcher script such as
+    /// run-bochs.sh) in its own process group with its output collected
+    /// line by line, and SIGKILLs it after `deadline`. A launcher that puts
+    /// Bochs in a process group of its own must write that group's id to
+    /// the file named by `HV_STUB_PIDFILE` (set here): it is killed too.
+    /// `workdir` is removed on drop (kept when the test panicked).
+    pub fn spawn(mut command: Command, workdir: PathBuf, deadline: Duration) -> Bochs {
+        let mut child = command
+            .env("HV_STUB_PIDFILE", workdir.join(PGID_FILE))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
-            .expect("spawn bochs-bin");
+            .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
         let pgid = child.id() as i32;
         let output: Shared = Arc::default();
         // Port 0xE9 bytes arrive on stdout; Bochs's own notices (e.g. "waiting
@@ -187,15 +203,16 @@ impl Bochs {
         // The deadline: whatever happens to the test, Bochs dies.
         let done = Arc::new(AtomicBool::new(false));
         let watch = done.clone();
+        let watch_dir = workdir.clone();
         thread::spawn(move || {
-            let end = Instant::now() + RUN_DEADLINE;
+            let end = Instant::now() + deadline;
             while Instant::now() < end {
                 if watch.load(Ordering::Acquire) {
                     return;
                 }
                 thread::sleep(Duration::from_millis(100));
             }
-            kill_group(pgid);
+            kill_all(pgid, &watch_dir);
         });
         Bochs {
             child,
@@ -287,7 +304,7 @@ impl Bochs {
 impl Drop for Bochs {
     fn drop(&mut self) {
         self.done.store(true, Ordering::Release);
-        kill_group(self.pgid);
+        kill_all(self.pgid, &self.workdir);
         let _ = self.child.wait();
         if !thread::panicking() {
             let _ = fs::remove_dir_all(&self.workdir);
@@ -324,9 +341,25 @@ fn collect_lines(mut stream: impl Read + Send + 'static, sink: Shared) {
     });
 }
 
+/// Where a launcher script writes the process-group id it gave Bochs.
+const PGID_FILE: &str = "bochs.pgid";
+
+/// Kills Bochs's own process group (if a launcher reported one) and then
+/// the group `spawn` started.
+fn kill_all(pgid: i32, workdir: &Path) {
+    if let Some(bochs) = fs::read_to_string(workdir.join(PGID_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .filter(|&g| g > 1)
+    {
+        kill_group(bochs);
+    }
+    kill_group(pgid);
+}
+
 fn kill_group(pgid: i32) {
-    // SAFETY: kill(2) with a negative pid signals only the process group
-    // that `process_group(0)` created for this Bochs.
+    // SAFETY: kill(2) with a negative pid signals only that process group:
+    // the one `process_group(0)` created, or the one its launcher gave Bochs.
     unsafe {
         libc::kill(-pgid, libc::SIGKILL);
     }

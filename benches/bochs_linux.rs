@@ -1,0 +1,198 @@
+//! A real Linux guest under Bochs, with and without hv-stub:
+//!
+//!     cargo bench --bench bochs_linux [-- ROUNDS] [--bare-only]
+//!
+//! Each round boots Debian's cloud kernel with the linux-guest initramfs
+//! bare (run-bare.sh) and then as hv-stub's guest (run-bochs.sh -k/-r), same
+//! kernel, same Bochs CPU model, ips, clock and memory, and records: wall
+//! time from Bochs's start to init's first line and to `LINUX READY`; the
+//! busy loop's rate (iterations per wall second, timed by the host between
+//! `LINUX LOOP BEGIN` and the result line, and per second of the guest's own
+//! clock); under hv-stub, write and read round trips per second through
+//! `pulse::Engine` to the running Linux, beside the same writes to hv-stub's
+//! observer guest (its Bochs settings) booted in the same round.
+//! Rounds alternate so machine noise hits all alike; min/median/max per row.
+
+#[path = "../tests/bochs/mod.rs"]
+mod bochs;
+
+use std::time::{Duration, Instant};
+
+use bochs::linux::{self, Report};
+use bochs::{free_port, open_engine, Bochs, Com1};
+use pulse::hv_stub::msr::index::IA32_SYSENTER_ESP as SYSENTER_ESP;
+use pulse::Engine;
+
+/// Round trips per link row.
+const N: u32 = 300;
+/// Busy-loop measurements per boot (kernel command-line word for init).
+const LOOPS: &str = "pulse_loops=3";
+
+#[derive(Default)]
+struct Rows {
+    to_init: Vec<f64>,
+    to_ready: Vec<f64>,
+    loop_wall: Vec<f64>,
+    loop_guest: Vec<f64>,
+    writes: Vec<f64>,
+    reads: Vec<f64>,
+}
+
+/// Boot timing and busy-loop rates of one Linux boot.
+fn measure_guest(vm: &Bochs, start: Instant, rows: &mut Rows) {
+    let first = linux::wait_report(vm, 0, linux::READY_TIMEOUT, |_| true)
+        .unwrap_or_else(|e| panic!("no line from init: {e}"));
+    rows.to_init.push(start.elapsed().as_secs_f64());
+    let mut from = first;
+    loop {
+        let i = linux::wait_report(vm, from, linux::READY_TIMEOUT, |r| {
+            matches!(r, Report::LoopBegin | Report::Ready)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let began = Instant::now();
+        if linux::parse(&vm.lines()[i]) == Some(Report::Ready) {
+            rows.to_ready.push(start.elapsed().as_secs_f64());
+            return;
+        }
+        let end = linux::wait_report(vm, i, linux::READY_TIMEOUT, |r| {
+            matches!(r, Report::Loop { .. })
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let wall = began.elapsed().as_secs_f64();
+        let Some(Report::Loop {
+            per_guest_second,
+            iterations,
+            ..
+        }) = linux::parse(&vm.lines()[end])
+        else {
+            unreachable!()
+        };
+        rows.loop_wall.push(iterations as f64 / wall);
+        rows.loop_guest.push(per_guest_second as f64);
+        from = end + 1;
+    }
+}
+
+/// Write then read round trips per second (SYSENTER_ESP: Linux's 64-bit
+/// code never uses it; restored afterwards).
+fn measure_link(engine: &Engine, rows: &mut Rows) {
+    let original = engine.read_msr(SYSENTER_ESP).expect("read_msr");
+    let t = Instant::now();
+    for i in 0..N {
+        let value = 0xFFFF_8000_0000_0000 + u64::from(i) * 0x1000;
+        engine.write_msr(SYSENTER_ESP, value).expect("write_msr");
+    }
+    rows.writes.push(f64::from(N) / t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    for _ in 0..N {
+        engine.read_msr(SYSENTER_ESP).expect("read_msr");
+    }
+    rows.reads.push(f64::from(N) / t.elapsed().as_secs_f64());
+    engine.write_msr(SYSENTER_ESP, original).expect("restore");
+}
+
+fn bare_round(rows: &mut Rows) {
+    let start = Instant::now();
+    let vm = linux::boot_bare();
+    measure_guest(&vm, start, rows);
+}
+
+fn hv_stub_round(rows: &mut Rows) {
+    let start = Instant::now();
+    let port = free_port();
+    let vm = linux::boot_under_hv_stub(port, LOOPS);
+    let engine = open_engine(
+        &vm,
+        &format!("tcp:127.0.0.1:{port}"),
+        Duration::from_secs(1),
+    );
+    measure_guest(&vm, start, rows);
+    measure_link(&engine, rows);
+    // Linux must have lived through it.
+    let alive = linux::last_alive(&vm);
+    linux::wait_alive_after(&vm, alive, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn observer_round(rows: &mut Rows) {
+    let port = free_port();
+    let vm = Bochs::start(Com1::TcpServer(port));
+    let engine = open_engine(
+        &vm,
+        &format!("tcp:127.0.0.1:{port}"),
+        Duration::from_secs(1),
+    );
+    vm.wait_ready();
+    measure_link(&engine, rows);
+}
+
+/// "min / median / max" of a row.
+fn spread(values: &[f64], unit: f64, digits: usize) -> String {
+    if values.is_empty() {
+        return "-".into();
+    }
+    let mut v: Vec<f64> = values.iter().map(|x| x / unit).collect();
+    v.sort_by(f64::total_cmp);
+    let median = v[v.len() / 2];
+    format!(
+        "{:.digits$} / {median:.digits$} / {:.digits$}",
+        v[0],
+        v[v.len() - 1]
+    )
+}
+
+fn main() {
+    bochs::require_bochs();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rounds: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(3);
+    let bare_only = args.iter().any(|a| a == "--bare-only");
+    let (mut bare, mut hv, mut observer) = (Rows::default(), Rows::default(), Rows::default());
+    for round in 1..=rounds {
+        eprintln!("round {round}/{rounds}");
+        bare_round(&mut bare);
+        if !bare_only {
+            hv_stub_round(&mut hv);
+            observer_round(&mut observer);
+        }
+    }
+    println!(
+        "Linux guest under Bochs (corei7_skylake_x, ips=50000000, sync=none, 256 MiB), \
+         {rounds} alternating rounds, min / median / max"
+    );
+    println!("{:<52} {:>28} {:>28}", "row", "bare", "under hv-stub");
+    let row = |name: &str, f: &dyn Fn(&Rows) -> String| {
+        println!("{name:<52} {:>28} {:>28}", f(&bare), f(&hv));
+    };
+    row("Bochs start -> init's first line (s)", &|r| {
+        spread(&r.to_init, 1.0, 1)
+    });
+    row("Bochs start -> LINUX READY (s)", &|r| {
+        spread(&r.to_ready, 1.0, 1)
+    });
+    row("busy loop, M iterations per wall second", &|r| {
+        spread(&r.loop_wall, 1e6, 2)
+    });
+    row("busy loop, M iterations per guest-clock second", &|r| {
+        spread(&r.loop_guest, 1e6, 1)
+    });
+    if !bare_only {
+        println!(
+            "{:<52} {:>28} {:>28}",
+            "link round trips per second, N = ".to_owned() + &N.to_string(),
+            "observer guest",
+            "Linux guest"
+        );
+        for (name, get) in [
+            (
+                "Engine::write_msr",
+                (|r: &Rows| &r.writes) as fn(&Rows) -> &Vec<f64>,
+            ),
+            ("Engine::read_msr", |r: &Rows| &r.reads),
+        ] {
+            println!(
+                "{name:<52} {:>28} {:>28}",
+                spread(get(&observer), 1.0, 0),
+                spread(get(&hv), 1.0, 0)
+            );
+        }
+    }
+}
