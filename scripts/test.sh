@@ -19,6 +19,13 @@ dpkg -s bochs-term >/dev/null 2>&1 || need_apt+=(bochs-term)
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v c++ >/dev/null || need_apt+=(g++)
 command -v ld >/dev/null || need_apt+=(binutils)
+# The real-Linux guest (hv-stub/linux-guest, tests/bochs_linux.rs): a static
+# /init (libc.a), a gzip'd newc cpio, and Debian's cloud kernel with its msr.ko.
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need_apt+=(libc6-dev)
+command -v cpio >/dev/null || need_apt+=(cpio)
+command -v gzip >/dev/null || need_apt+=(gzip)
+need_apt_norec=()
+compgen -G '/boot/vmlinuz-*-cloud-amd64' >/dev/null || need_apt_norec+=(linux-image-cloud-amd64)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing: ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then
@@ -27,6 +34,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if [ ${#need_apt_norec[@]} -gt 0 ]; then
+  # Without recommends: the kernel's would pull firmware nobody boots here.
+  echo "== installing (no recommends): ${need_apt_norec[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: need root to apt-get install ${need_apt_norec[*]}" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt_norec[@]}" >/dev/null
 fi
 for component in rustfmt clippy; do
   cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
