@@ -6,6 +6,13 @@
 //! answers a resend from its reply cache, so a write is never applied twice.
 //! Every call, including the wait for the link when other threads hold it,
 //! finishes within `request_timeout * max_attempts` plus scheduling slack.
+//!
+//! Sessions (docs/PROTOCOL.md section 5): request `k` of a session has SEQ
+//! `base + k`. The engine opens a new session before `k` would pass
+//! `SESSION_REQUESTS`, and when the debuggee says `OutOfSequence` (a
+//! request that timed out never arrived, so the debuggee still expects it):
+//! the new session makes every frame of the old one inert, and the call
+//! goes on in it within the same budget.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,7 +21,7 @@ use std::time::{Duration, Instant};
 use hv_stub::sim::SimTarget;
 use parking_lot::Mutex;
 use pulse_proto::message::{kind, Message, NakReason, WireStatus};
-use pulse_proto::{Decoder, RawFrame, NO_SESSION, PROTOCOL_VERSION};
+use pulse_proto::{Decoder, RawFrame, NO_SESSION, PROTOCOL_VERSION, SESSION_REQUESTS};
 
 use crate::config::{EngineConfig, TransportSpec};
 use crate::status::Status;
@@ -33,14 +40,29 @@ pub struct Engine {
 struct Link {
     transport: Box<dyn Transport>,
     decoder: Decoder,
-    session: u8,
-    next_seq: u16,
+    /// Random per engine; sent in every Hello.
+    nonce: u32,
+    /// `None` until a handshake succeeds, and again when a new one is due.
+    session: Option<Session>,
+    handshakes: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Session {
+    id: u8,
+    /// The Hello's SEQ: request `k` carries `base + k`.
+    base: u16,
+    /// `k` of the next request (1 ..= SESSION_REQUESTS; beyond that the
+    /// session is used up).
+    next: u32,
 }
 
 /// Counters for diagnostics and tests.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct EngineStats {
     pub decoder: pulse_proto::DecoderStats,
+    /// Sessions opened, the first one included.
+    pub handshakes: u64,
 }
 
 impl Engine {
@@ -54,43 +76,52 @@ impl Engine {
         // One budget for the whole call: connecting and the handshake.
         let deadline = Instant::now() + config.call_budget();
         let opened = transport::open(&spec, deadline)?;
-        let mut link = Link {
-            transport: opened.link,
-            decoder: Decoder::new(),
-            session: NO_SESSION,
-            next_seq: crate::entropy::u64() as u16,
-        };
-        let hello = Message::Hello {
-            version: PROTOCOL_VERSION,
-            nonce: crate::entropy::u64() as u32,
-        };
-        let (session, reply) = link.exchange(
-            &hello,
+        let mut engine = Engine::handshake_by(
+            opened.link,
             config.request_timeout,
             config.max_attempts,
             deadline,
         )?;
-        let Message::HelloAck {
-            version,
-            capabilities,
-        } = reply
-        else {
-            return Err(Status::INVALID_PACKET);
+        engine.sim = opened.sim;
+        Ok(engine)
+    }
+
+    /// An engine over any byte transport (e.g. a scripted one in a fuzz
+    /// target or a test): performs the handshake within
+    /// `request_timeout * max_attempts`.
+    pub fn with_transport(
+        transport: Box<dyn Transport>,
+        request_timeout: Duration,
+        max_attempts: u32,
+    ) -> Result<Engine, Status> {
+        if request_timeout.is_zero() || max_attempts == 0 {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        let deadline = Instant::now() + request_timeout.saturating_mul(max_attempts);
+        Engine::handshake_by(transport, request_timeout, max_attempts, deadline)
+    }
+
+    fn handshake_by(
+        transport: Box<dyn Transport>,
+        request_timeout: Duration,
+        max_attempts: u32,
+        deadline: Instant,
+    ) -> Result<Engine, Status> {
+        let mut link = Link {
+            transport,
+            decoder: Decoder::new(),
+            nonce: crate::entropy::u64() as u32,
+            session: None,
+            handshakes: 0,
         };
-        if version != PROTOCOL_VERSION {
-            return Err(Status::REVISION_MISMATCH);
-        }
-        if session == NO_SESSION {
-            return Err(Status::INVALID_PACKET);
-        }
-        link.session = session;
+        let capabilities = link.handshake(request_timeout, max_attempts, deadline)?;
         Ok(Engine {
             link: Mutex::new(link),
-            request_timeout: config.request_timeout,
-            max_attempts: config.max_attempts,
+            request_timeout,
+            max_attempts,
             lost: AtomicBool::new(false),
             capabilities,
-            sim: opened.sim,
+            sim: None,
         })
     }
 
@@ -121,8 +152,10 @@ impl Engine {
     }
 
     pub fn stats(&self) -> EngineStats {
+        let link = self.link.lock();
         EngineStats {
-            decoder: self.link.lock().decoder.stats(),
+            decoder: link.decoder.stats(),
+            handshakes: link.handshakes,
         }
     }
 
@@ -136,9 +169,7 @@ impl Engine {
         if self.lost.load(Ordering::Acquire) {
             return Err(Status::DEVICE_CONNECTION_LOST);
         }
-        let result = link
-            .exchange(request, self.request_timeout, self.max_attempts, deadline)
-            .map(|(_, reply)| reply);
+        let result = link.request(request, self.request_timeout, self.max_attempts, deadline);
         if result == Err(Status::DEVICE_CONNECTION_LOST) {
             self.lost.store(true, Ordering::Release);
         }
@@ -158,24 +189,123 @@ enum Verdict {
     /// Not ours (stale, another session, garbage that passed the CRC).
     Ignore,
     Answer(u8, Message),
-    Fail(Status),
+    Fail(Failure),
 }
 
+/// Why an exchange ended without an answer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Failure {
+    Status(Status),
+    /// The debuggee expects an earlier request of the session: open a new
+    /// session and go on in it.
+    OutOfSequence,
+}
+
+impl From<Status> for Failure {
+    fn from(status: Status) -> Self {
+        Failure::Status(status)
+    }
+}
+
+/// Sessions opened after an `OutOfSequence` within one call, at most: the
+/// debuggee cannot answer a fresh session's first request that way, so a
+/// second one means it is confused.
+const RESYNCS_PER_CALL: u32 = 2;
+
 impl Link {
-    /// Sends `request` and waits for its answer, resending on silence.
-    /// Returns the session the answer carries and the answer.
-    fn exchange(
+    /// Opens a new session; returns the debuggee's capabilities.
+    fn handshake(
+        &mut self,
+        per_attempt: Duration,
+        attempts: u32,
+        deadline: Instant,
+    ) -> Result<u32, Status> {
+        self.session = None;
+        self.handshakes += 1;
+        let hello = Message::Hello {
+            version: PROTOCOL_VERSION,
+            nonce: self.nonce,
+        };
+        // A fresh random SEQ per Hello: its answer cannot be mistaken for an
+        // answer in an earlier session, nor its bytes for an earlier Hello.
+        let base = crate::entropy::u64() as u16;
+        let reply = self.exchange(&hello, NO_SESSION, base, per_attempt, attempts, deadline);
+        let (id, reply) = match reply {
+            Ok(answer) => answer,
+            Err(Failure::Status(status)) => return Err(status),
+            Err(Failure::OutOfSequence) => return Err(Status::INVALID_PACKET),
+        };
+        let Message::HelloAck {
+            version,
+            capabilities,
+        } = reply
+        else {
+            return Err(Status::INVALID_PACKET);
+        };
+        if version != PROTOCOL_VERSION {
+            return Err(Status::REVISION_MISMATCH);
+        }
+        if id == NO_SESSION {
+            return Err(Status::INVALID_PACKET);
+        }
+        self.session = Some(Session { id, base, next: 1 });
+        Ok(capabilities)
+    }
+
+    /// One request in the current session, opening a new session first when
+    /// none is usable.
+    fn request(
         &mut self,
         request: &Message,
         per_attempt: Duration,
         attempts: u32,
         deadline: Instant,
-    ) -> Result<(u8, Message), Status> {
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1);
-        let frame = request.to_frame(self.session, seq);
+    ) -> Result<Message, Status> {
+        let mut resyncs = 0;
+        loop {
+            let session = match self.session {
+                Some(s) if s.next <= u32::from(SESSION_REQUESTS) => s,
+                _ => {
+                    self.handshake(per_attempt, attempts, deadline)?;
+                    self.session
+                        .expect("a handshake that succeeds opens a session")
+                }
+            };
+            // The SEQ is used up whatever happens: a request that times out
+            // may still arrive, so its SEQ never names another request.
+            self.session = Some(Session {
+                next: session.next + 1,
+                ..session
+            });
+            let seq = session.base.wrapping_add(session.next as u16);
+            match self.exchange(request, session.id, seq, per_attempt, attempts, deadline) {
+                Ok((_, reply)) => return Ok(reply),
+                Err(Failure::Status(status)) => return Err(status),
+                Err(Failure::OutOfSequence) => {
+                    self.session = None;
+                    resyncs += 1;
+                    if resyncs > RESYNCS_PER_CALL {
+                        return Err(Status::INVALID_PACKET);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `request` as (`session`, `seq`) and waits for its answer,
+    /// resending on silence. Returns the session the answer carries and the
+    /// answer.
+    fn exchange(
+        &mut self,
+        request: &Message,
+        session: u8,
+        seq: u16,
+        per_attempt: Duration,
+        attempts: u32,
+        deadline: Instant,
+    ) -> Result<(u8, Message), Failure> {
+        let frame = request.to_frame(session, seq);
         let mut buf = [0u8; 256];
-        let session = self.session;
         for _ in 0..attempts {
             let now = Instant::now();
             if now >= deadline {
@@ -185,7 +315,7 @@ impl Link {
             match self.transport.send(frame.as_bytes(), attempt_deadline) {
                 Ok(()) => {}
                 Err(LinkError::TimedOut) => continue,
-                Err(e) => return Err(e.status()),
+                Err(e) => return Err(e.status().into()),
             }
             loop {
                 // Frames are judged as the decoder completes them; nothing
@@ -209,16 +339,16 @@ impl Link {
                         }
                     }
                     Err(LinkError::TimedOut) => break,
-                    Err(e) => return Err(e.status()),
+                    Err(e) => return Err(e.status().into()),
                 }
                 match verdict {
                     Verdict::Ignore => {}
                     Verdict::Answer(session, message) => return Ok((session, message)),
-                    Verdict::Fail(status) => return Err(status),
+                    Verdict::Fail(failure) => return Err(failure),
                 }
             }
         }
-        Err(Status::TIMEOUT)
+        Err(Status::TIMEOUT.into())
     }
 }
 
@@ -237,12 +367,18 @@ fn judge(session: u8, request: &Message, seq: u16, frame: &RawFrame) -> Verdict 
     }
     match Message::parse(frame) {
         Ok(Message::Nak { reason }) => Verdict::Fail(match reason {
-            NakReason::BadSession => Status::DEVICE_CONNECTION_LOST,
-            NakReason::UnsupportedVersion => Status::REVISION_MISMATCH,
-            NakReason::UnknownType | NakReason::BadPayload => Status::INVALID_PACKET,
+            // Our session is gone: the debuggee restarted, or another
+            // client's handshake replaced it.
+            NakReason::BadSession | NakReason::SessionTakenOver => {
+                Status::DEVICE_CONNECTION_LOST.into()
+            }
+            NakReason::UnsupportedVersion => Status::REVISION_MISMATCH.into(),
+            NakReason::UnknownType | NakReason::BadPayload => Status::INVALID_PACKET.into(),
+            NakReason::OutOfSequence if !hello => Failure::OutOfSequence,
+            NakReason::OutOfSequence => Status::INVALID_PACKET.into(),
         }),
         Ok(message) if frame.kind == expected => Verdict::Answer(frame.session, message),
         // Our id on a frame that is not our answer: the peer is confused.
-        Ok(_) | Err(_) => Verdict::Fail(Status::INVALID_PACKET),
+        Ok(_) | Err(_) => Verdict::Fail(Status::INVALID_PACKET.into()),
     }
 }

@@ -17,7 +17,3 @@ pub fn u64() -> u64 {
     hasher.write_u32(std::process::id());
     hasher.finish()
 }
-
-pub fn byte() -> u8 {
-    u64() as u8
-}

@@ -128,7 +128,7 @@ fn lossy_link_every_write_ends_in_bound_and_executes_exactly_once() {
     let mut calls = Vec::new();
     for i in 0..N {
         let value = kernel_address(0x1000 + i);
-        let (result, elapsed) = timed(|| engine.write_msr(IA32_KERNEL_GS_BASE, value));
+        let (result, elapsed) = timed(|| engine.write_msr(IA32_LSTAR, value));
         assert!(
             matches!(result, Ok(()) | Err(Status::TIMEOUT)),
             "seed {seed}: write {i} ended with {result:?}"
@@ -161,19 +161,22 @@ fn lossy_link_every_write_ends_in_bound_and_executes_exactly_once() {
         );
     }
     assert!(engine.stats().decoder.crc_errors > 0, "corrupted responses");
-    assert!(sim.target.lock().stub().decoder_stats().crc_errors > 0);
+    assert!(sim.server.decoder_stats().crc_errors > 0);
     assert!(
         successes.len() as u64 >= N * 9 / 10,
         "seed {seed}: only {} of {N} writes succeeded",
         successes.len()
     );
 
-    // Exactly once: one execution per distinct request that got through,
-    // never more than the calls made; retransmissions were replayed.
-    assert_eq!(
-        executed,
-        reached.len() as u64,
-        "seed {seed}: executions != distinct writes that reached the debuggee"
+    // Exactly once: at most one execution per distinct request that got
+    // through, never more than the calls made; retransmissions were
+    // replayed. A request is not executed only if the debuggee refused it
+    // as out of sequence (one that timed out before it never arrived).
+    let refused = after.out_of_sequence - before.out_of_sequence;
+    assert!(
+        executed <= reached.len() as u64 && executed + refused >= reached.len() as u64,
+        "seed {seed}: {executed} executions, {} distinct writes reached the debuggee, {refused} refused",
+        reached.len()
     );
     assert!(executed <= N);
     assert_eq!(
@@ -194,15 +197,12 @@ fn lossy_link_every_write_ends_in_bound_and_executes_exactly_once() {
     // The debuggee holds the last write that reached it; if the last call
     // succeeded, that is its value.
     let last_reached = delivered.last().unwrap().2;
-    let final_value = read_settled(&engine, IA32_KERNEL_GS_BASE);
+    let final_value = read_settled(&engine, IA32_LSTAR);
     assert_eq!(final_value, last_reached, "seed {seed}");
     if let Some((value, Ok(()))) = calls.last() {
         assert_eq!(final_value, *value, "seed {seed}: the last write succeeded");
     }
-    assert_eq!(
-        guest_saw(&sim.target, IA32_KERNEL_GS_BASE),
-        Some(final_value)
-    );
+    assert_eq!(guest_saw(&sim.target, IA32_LSTAR), Some(final_value));
 }
 
 #[test]
@@ -396,7 +396,7 @@ fn garbage_between_frames_is_skipped_and_calls_succeed() {
         engine.stats().decoder.skipped_bytes > 0,
         "the engine skipped the garbage"
     );
-    let stub_decoder = sim.target.lock().stub().decoder_stats();
+    let stub_decoder = sim.server.decoder_stats();
     assert!(
         stub_decoder.skipped_bytes > 0,
         "hv-stub skipped the garbage"
@@ -440,7 +440,7 @@ fn fake_frame_headers_in_garbage_cost_resends_not_calls() {
     assert!(relay.counters(Dir::Requests).garbage_bytes > 0);
     assert!(relay.counters(Dir::Responses).garbage_bytes > 0);
     let engine_decoder = engine.stats().decoder;
-    let stub_decoder = sim.target.lock().stub().decoder_stats();
+    let stub_decoder = sim.server.decoder_stats();
     assert!(
         engine_decoder.crc_errors > 0,
         "seed {seed}: the engine rejected a fake frame: {engine_decoder:?}"
@@ -587,20 +587,28 @@ fn many_threads_on_one_engine_through_a_lossy_link() {
     relay.quiesce();
     let after = handler_stats(&sim.target);
     let sent = &relay.delivered(Dir::Requests)[sent_before..];
-    let mut distinct: BTreeMap<u8, BTreeSet<u16>> = BTreeMap::new();
+    let mut distinct: BTreeMap<u8, BTreeSet<(u8, u16)>> = BTreeMap::new();
     for f in sent {
-        distinct.entry(f.kind).or_default().insert(f.seq);
+        distinct
+            .entry(f.kind)
+            .or_default()
+            .insert((f.session, f.seq));
     }
     let count = |k: u8| distinct.get(&k).map_or(0, |s| s.len() as u64);
-    assert_eq!(
-        after.writes_executed - before.writes_executed,
+    // At most once each; a delivered request goes unexecuted only when the
+    // debuggee refused it as out of sequence.
+    let refused = after.out_of_sequence - before.out_of_sequence;
+    let writes = after.writes_executed - before.writes_executed;
+    let reads = after.reads_executed - before.reads_executed;
+    assert!(
+        writes <= count(kind::WRITE_MSR) && reads <= count(kind::READ_MSR),
+        "seed {seed}: {writes} writes and {reads} reads executed, {} and {} distinct delivered",
         count(kind::WRITE_MSR),
-        "seed {seed}: writes executed vs distinct writes delivered"
+        count(kind::READ_MSR)
     );
-    assert_eq!(
-        after.reads_executed - before.reads_executed,
-        count(kind::READ_MSR),
-        "seed {seed}: reads executed vs distinct reads delivered"
+    assert!(
+        writes + reads + refused >= count(kind::WRITE_MSR) + count(kind::READ_MSR),
+        "seed {seed}: delivered requests neither executed nor refused"
     );
     assert!(count(kind::WRITE_MSR) <= writes_total);
     assert!(after.replays > before.replays, "seed {seed}: no resends?");

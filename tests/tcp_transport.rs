@@ -84,8 +84,7 @@ fn debuggee_state_outlives_one_connection_and_a_new_engine_gets_a_new_session() 
     let first = Engine::open(&config(&sim.transport(), 1000, 3)).expect("first engine");
     first.write_msr(IA32_LSTAR, 0xFFFF_F800_0BAD_F000).unwrap();
     drop(first);
-    // serve_tcp serves one connection at a time: the second engine is
-    // served once the first connection's EOF has been seen.
+    // A new connection, a new handshake: the state stays.
     let second = Engine::open(&config(&sim.transport(), 1000, 3)).expect("second engine");
     assert_eq!(second.read_msr(IA32_LSTAR), Ok(0xFFFF_F800_0BAD_F000));
     assert_eq!(handler_stats(&sim.target).handshakes, 2);

@@ -23,7 +23,15 @@ pub use frame::{encode_frame, FrameBuf, RawFrame, MAX_FRAME, MAX_PAYLOAD};
 pub use message::{Message, NakReason, ParseError, WireStatus};
 
 /// Protocol version carried in the handshake. Bump on any incompatible change.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Version 2: a session accepts only its next request (no serial-number
+/// window), sessions are random, `OutOfSequence` and `SessionTakenOver`.
+pub const PROTOCOL_VERSION: u8 = 2;
+
+/// Requests a session may carry after its Hello: the Hello is request 0 of
+/// the session and the SEQ of request `k` is the Hello's SEQ plus `k`
+/// (mod 2^16), so a session never reuses a SEQ. A client opens a new
+/// session before it would need request 65536.
+pub const SESSION_REQUESTS: u16 = u16::MAX;
 
 /// Session number meaning "no session yet": only `Hello` travels with it.
 pub const NO_SESSION: u8 = 0;

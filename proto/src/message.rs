@@ -56,6 +56,13 @@ pub enum NakReason {
     UnknownType = 3,
     /// The payload length does not fit the request type.
     BadPayload = 4,
+    /// The request's SEQ is ahead of the one the session expects next: an
+    /// earlier request never arrived. Not executed; the client opens a new
+    /// session (its requests in flight can then never be executed).
+    OutOfSequence = 5,
+    /// The request's session was replaced by a later handshake (another
+    /// client's, normally): the debuggee now serves someone else.
+    SessionTakenOver = 6,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -116,6 +123,8 @@ impl NakReason {
             2 => Ok(NakReason::UnsupportedVersion),
             3 => Ok(NakReason::UnknownType),
             4 => Ok(NakReason::BadPayload),
+            5 => Ok(NakReason::OutOfSequence),
+            6 => Ok(NakReason::SessionTakenOver),
             other => Err(ParseError::BadReason(other)),
         }
     }

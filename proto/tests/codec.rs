@@ -780,7 +780,7 @@ fn bad_wire_status_bytes_are_rejected() {
 
 #[test]
 fn bad_nak_reason_bytes_are_rejected() {
-    for b in (0..=u8::MAX).filter(|b| !(1..=4).contains(b)) {
+    for b in (0..=u8::MAX).filter(|b| !(1..=6).contains(b)) {
         let nak = raw(kind::NAK, &[b]);
         assert_eq!(Message::parse(&nak), Err(ParseError::BadReason(b)));
     }
@@ -789,6 +789,8 @@ fn bad_nak_reason_bytes_are_rejected() {
         (2, NakReason::UnsupportedVersion),
         (3, NakReason::UnknownType),
         (4, NakReason::BadPayload),
+        (5, NakReason::OutOfSequence),
+        (6, NakReason::SessionTakenOver),
     ];
     for (b, reason) in reasons {
         assert_eq!(

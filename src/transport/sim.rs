@@ -20,8 +20,10 @@ pub struct SimTransport {
 
 impl SimTransport {
     pub fn new(cpu: CpuCaps) -> Self {
+        let mut target = SimTarget::new(cpu, 0);
+        target.stub_mut().add_entropy(crate::entropy::u64());
         SimTransport {
-            target: Arc::new(Mutex::new(SimTarget::new(cpu, crate::entropy::byte()))),
+            target: Arc::new(Mutex::new(target)),
             inbox: VecDeque::new(),
         }
     }

@@ -149,25 +149,23 @@ pub fn frame_bytes(frame: &RawFrame) -> Vec<u8> {
 pub struct TcpSim {
     pub target: SharedTarget,
     pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    pub server: hv_stub_sim::TcpServer,
 }
 
 impl TcpSim {
     pub fn start() -> TcpSim {
         let target = hv_stub_sim::new_target(CpuCaps::MODERN);
-        let (addr, stop) =
-            hv_stub_sim::spawn_tcp(Arc::clone(&target), "127.0.0.1:0").expect("spawn_tcp");
-        TcpSim { target, addr, stop }
+        let server =
+            hv_stub_sim::TcpServer::spawn(Arc::clone(&target), "127.0.0.1:0").expect("spawn tcp");
+        TcpSim {
+            target,
+            addr: server.addr(),
+            server,
+        }
     }
 
     pub fn transport(&self) -> String {
         format!("tcp:{}", self.addr)
-    }
-}
-
-impl Drop for TcpSim {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

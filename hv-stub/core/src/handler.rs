@@ -1,18 +1,33 @@
 //! The debuggee's request handler: turns the byte stream from libpulse into
 //! executed MSR accesses and response frames.
 //!
-//! Exactly-once execution: the handler remembers the session's last executed
-//! request (its sequence number and CRC) and the response it sent. A
-//! retransmission of that request gets the same response again without being
-//! executed; a request whose sequence number is not newer than the last one
-//! (a late duplicate) is dropped. The client is stop-and-wait, so one
-//! remembered response is enough.
+//! Exactly-once execution without a window: a session's requests are
+//! numbered from its Hello (request 0, SEQ `base`) and the SEQ of request
+//! `k` is `base + k`; a session ends before `k` would wrap (the client
+//! re-handshakes), so each SEQ names one request of the session for good.
+//! The handler accepts only the session's next request; a retransmission
+//! of the last one gets its cached response again, anything older is
+//! dropped, anything further ahead is refused with `OutOfSequence`, so no
+//! replay, however late, is ever executed twice.
+//!
+//! One debuggee, several clients: the newest handshake opens a new session
+//! and replaces the current one (the debuggee has one state to offer); the
+//! replaced client's next request is answered `SessionTakenOver`. Session
+//! numbers are drawn at random (from entropy the caller supplies) among
+//! those not issued in the last [`RECENT_SESSIONS`] handshakes.
 
 use pulse_proto::message::{kind, Message, NakReason, WireStatus};
 use pulse_proto::{Decoder, FrameBuf, RawFrame, NO_SESSION, PROTOCOL_VERSION};
 
 use crate::routing;
 use crate::vmx::VmxBackend;
+
+/// Session numbers issued by this many previous handshakes are not issued
+/// again; a request carrying one of them is told `SessionTakenOver`.
+pub const RECENT_SESSIONS: usize = 128;
+/// Hellos of this many previous handshakes are recognised if the line
+/// delivers them again late, and dropped instead of opening a session.
+const RECENT_HELLOS: usize = 16;
 
 /// What the handler has done; tests use it to prove nothing ran twice.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
@@ -22,47 +37,105 @@ pub struct HandlerStats {
     pub reads_executed: u64,
     /// Retransmissions answered from the reply cache.
     pub replays: u64,
-    /// Late duplicates dropped without an answer.
+    /// Late duplicates (of requests or of an earlier session's Hello)
+    /// dropped without an answer.
     pub stale_dropped: u64,
     pub naks: u64,
+    /// Requests refused as `OutOfSequence` (frames, so a refused request
+    /// resent counts again); none of them was executed.
+    pub out_of_sequence: u64,
     /// CRC-valid frames that are not requests (e.g. echoed responses).
     pub ignored: u64,
+    /// Partial frames discarded by [`Stub::line_idle`].
+    pub partial_frames_dropped: u64,
+}
+
+/// A handled request of the current session and the response it got.
+#[derive(Clone, Copy)]
+struct Handled {
+    /// Position in the session: 0 is the Hello.
+    k: u16,
+    crc: u16,
+    response: FrameBuf,
 }
 
 #[derive(Clone, Copy)]
-struct Executed {
-    seq: u16,
-    crc: u16,
-    response: FrameBuf,
+struct Session {
+    id: u8,
+    /// SEQ of the Hello that opened the session (request 0).
+    base: u16,
+    /// The Hello, to answer its retransmissions with the same HelloAck.
+    hello: Handled,
+    /// The last handled request (the Hello at first).
+    last: Handled,
+}
+
+/// A small ring of recently seen values.
+#[derive(Clone, Copy)]
+struct Ring<T: Copy + PartialEq, const N: usize> {
+    items: [T; N],
+    len: usize,
+    next: usize,
+}
+
+impl<T: Copy + PartialEq, const N: usize> Ring<T, N> {
+    const fn new(fill: T) -> Self {
+        Ring {
+            items: [fill; N],
+            len: 0,
+            next: 0,
+        }
+    }
+
+    fn push(&mut self, item: T) {
+        self.items[self.next] = item;
+        self.next = (self.next + 1) % N;
+        self.len = (self.len + 1).min(N);
+    }
+
+    fn contains(&self, item: T) -> bool {
+        self.items[..self.len].contains(&item)
+    }
 }
 
 pub struct Stub<B> {
     backend: B,
     capabilities: u32,
     decoder: Decoder,
-    /// Current session; `NO_SESSION` until the first handshake.
-    session: u8,
-    /// The handshake that opened the current session, to answer its
-    /// retransmissions with the same session.
-    hello: Option<Executed>,
-    /// The session's last executed request (the handshake counts).
-    last: Option<Executed>,
+    session: Option<Session>,
+    /// Session numbers issued before the current one.
+    recent_sessions: Ring<u8, RECENT_SESSIONS>,
+    /// (SEQ, CRC) of earlier sessions' Hellos.
+    recent_hellos: Ring<(u16, u16), RECENT_HELLOS>,
+    /// SplitMix64 state for session numbers.
+    random: u64,
     stats: HandlerStats,
 }
 
 impl<B: VmxBackend> Stub<B> {
-    /// `session_seed` picks the first session number (e.g. from the TSC), so
-    /// that a rebooted debuggee is unlikely to reuse its predecessor's.
-    pub fn new(backend: B, capabilities: u32, session_seed: u8) -> Self {
-        Stub {
+    /// `entropy` seeds the session numbers: the debuggee's best source (a
+    /// TSC reading, RDRAND, the OS's random numbers), so that sessions are
+    /// unpredictable and a rebooted debuggee does not repeat its
+    /// predecessor's. [`Stub::add_entropy`] stirs in more at any time.
+    pub fn new(backend: B, capabilities: u32, entropy: impl Into<u64>) -> Self {
+        let mut stub = Stub {
             backend,
             capabilities,
             decoder: Decoder::new(),
-            session: session_seed,
-            hello: None,
-            last: None,
+            session: None,
+            recent_sessions: Ring::new(NO_SESSION),
+            recent_hellos: Ring::new((0, 0)),
+            random: 0,
             stats: HandlerStats::default(),
-        }
+        };
+        stub.add_entropy(entropy.into());
+        stub
+    }
+
+    /// Mixes more entropy into the session-number generator.
+    pub fn add_entropy(&mut self, entropy: u64) {
+        self.random ^= entropy;
+        self.next_random();
     }
 
     pub fn backend(&self) -> &B {
@@ -81,6 +154,16 @@ impl<B: VmxBackend> Stub<B> {
         self.decoder.stats()
     }
 
+    /// Bytes [`Stub::feed`] holds as the start of a frame.
+    pub fn pending_bytes(&self) -> usize {
+        self.decoder.pending()
+    }
+
+    /// The current session number, if a handshake opened one.
+    pub fn session(&self) -> Option<u8> {
+        self.session.map(|s| s.id)
+    }
+
     /// Feeds received bytes; `send` is called with each response frame.
     pub fn feed(&mut self, bytes: &[u8], mut send: impl FnMut(&[u8])) {
         let mut decoder = core::mem::take(&mut self.decoder);
@@ -92,36 +175,86 @@ impl<B: VmxBackend> Stub<B> {
         self.decoder = decoder;
     }
 
+    /// The line feeding [`Stub::feed`] has been quiet for a while (the
+    /// serving loop's choice: longer than any pause inside one frame, e.g.
+    /// 20 ms; every later quiet period may call it again). Bytes held as
+    /// the start of a frame are dropped: a sender sends a frame at once, so
+    /// they are what a client left behind when it stopped (e.g. `a5 20`,
+    /// which would otherwise swallow the next client's Hello). They are
+    /// dropped, not rescanned, so nothing inside them is ever executed.
+    pub fn line_idle(&mut self) {
+        if self.decoder.pending() > 0 {
+            self.stats.partial_frames_dropped += 1;
+            self.decoder.clear();
+        }
+    }
+
     /// Handles one CRC-valid frame; returns the response to send, if any.
+    /// Servers with a decoder per connection call this directly.
     pub fn handle(&mut self, frame: &RawFrame) -> Option<FrameBuf> {
         if frame.kind & kind::RESPONSE_BIT != 0 {
             self.stats.ignored += 1;
             return None;
         }
         if frame.kind == kind::HELLO {
-            return Some(self.handshake(frame));
+            return self.handshake(frame);
         }
-        if self.session == NO_SESSION || frame.session != self.session || self.hello.is_none() {
-            return Some(self.nak(frame, NakReason::BadSession));
+        let Some(session) = self.session.filter(|s| s.id == frame.session) else {
+            let reason =
+                if frame.session != NO_SESSION && self.recent_sessions.contains(frame.session) {
+                    NakReason::SessionTakenOver
+                } else {
+                    NakReason::BadSession
+                };
+            return Some(self.nak(frame, reason));
+        };
+        let k = frame.seq.wrapping_sub(session.base);
+        let last = session.last;
+        if k == last.k && frame.crc == last.crc {
+            self.stats.replays += 1;
+            return Some(last.response);
         }
-        if let Some(last) = self.last {
-            if last.seq == frame.seq && last.crc == frame.crc {
-                self.stats.replays += 1;
-                return Some(last.response);
-            }
-            if (frame.seq.wrapping_sub(last.seq) as i16) <= 0 {
-                self.stats.stale_dropped += 1;
-                return None;
-            }
+        if k <= last.k {
+            // A late copy of an older request (or another frame reusing the
+            // last SEQ): it was handled already, or never will be.
+            self.stats.stale_dropped += 1;
+            return None;
         }
+        if k != last.k + 1 {
+            self.stats.out_of_sequence += 1;
+            return Some(self.nak(frame, NakReason::OutOfSequence));
+        }
+        let reply = self.execute(frame);
+        let response = reply.to_frame(session.id, frame.seq);
+        if let Some(current) = self.session.as_mut() {
+            current.last = Handled {
+                k,
+                crc: frame.crc,
+                response,
+            };
+        }
+        Some(response)
+    }
+
+    /// The answer to the session's next request; a malformed one is
+    /// answered with a Nak, which is cached like any answer.
+    fn execute(&mut self, frame: &RawFrame) -> Message {
         let message = match Message::parse(frame) {
             Ok(m) => m,
             Err(pulse_proto::ParseError::UnknownType(_)) => {
-                return Some(self.nak(frame, NakReason::UnknownType))
+                self.stats.naks += 1;
+                return Message::Nak {
+                    reason: NakReason::UnknownType,
+                };
             }
-            Err(_) => return Some(self.nak(frame, NakReason::BadPayload)),
+            Err(_) => {
+                self.stats.naks += 1;
+                return Message::Nak {
+                    reason: NakReason::BadPayload,
+                };
+            }
         };
-        let reply = match message {
+        match message {
             Message::WriteMsr { msr, value } => {
                 self.stats.writes_executed += 1;
                 let status = match routing::write_msr(&mut self.backend, msr, value) {
@@ -144,47 +277,89 @@ impl<B: VmxBackend> Stub<B> {
                 }
             }
             // A response type without the response bit cannot parse, and
-            // Hello was handled above.
-            _ => return Some(self.nak(frame, NakReason::UnknownType)),
-        };
-        let response = reply.to_frame(self.session, frame.seq);
-        self.last = Some(Executed {
-            seq: frame.seq,
-            crc: frame.crc,
-            response,
-        });
-        Some(response)
+            // Hello never gets here.
+            _ => {
+                self.stats.naks += 1;
+                Message::Nak {
+                    reason: NakReason::UnknownType,
+                }
+            }
+        }
     }
 
-    fn handshake(&mut self, frame: &RawFrame) -> FrameBuf {
-        if let Some(hello) = self.hello {
-            if hello.seq == frame.seq && hello.crc == frame.crc {
+    fn handshake(&mut self, frame: &RawFrame) -> Option<FrameBuf> {
+        if let Some(session) = self.session {
+            if session.base == frame.seq && session.hello.crc == frame.crc {
                 self.stats.replays += 1;
-                return hello.response;
+                return Some(session.hello.response);
             }
+        }
+        if self.recent_hellos.contains((frame.seq, frame.crc)) {
+            // An earlier session's Hello, delivered again: opening a session
+            // for it would take the debuggee from its current client.
+            self.stats.stale_dropped += 1;
+            return None;
         }
         match Message::parse(frame) {
             Ok(Message::Hello { version, .. }) if version == PROTOCOL_VERSION => {}
-            Ok(Message::Hello { .. }) => return self.nak(frame, NakReason::UnsupportedVersion),
-            _ => return self.nak(frame, NakReason::BadPayload),
+            Ok(Message::Hello { .. }) => {
+                return Some(self.nak(frame, NakReason::UnsupportedVersion))
+            }
+            _ => return Some(self.nak(frame, NakReason::BadPayload)),
         }
-        self.session = match self.session.wrapping_add(1) {
-            NO_SESSION => 1,
-            next => next,
-        };
+        if let Some(previous) = self.session {
+            self.recent_sessions.push(previous.id);
+            self.recent_hellos.push((previous.base, previous.hello.crc));
+        }
+        let id = self.draw_session();
         self.stats.handshakes += 1;
         let ack = Message::HelloAck {
             version: PROTOCOL_VERSION,
             capabilities: self.capabilities,
         };
-        let executed = Executed {
-            seq: frame.seq,
+        let hello = Handled {
+            k: 0,
             crc: frame.crc,
-            response: ack.to_frame(self.session, frame.seq),
+            response: ack.to_frame(id, frame.seq),
         };
-        self.hello = Some(executed);
-        self.last = Some(executed);
-        executed.response
+        self.session = Some(Session {
+            id,
+            base: frame.seq,
+            hello,
+            last: hello,
+        });
+        Some(hello.response)
+    }
+
+    /// A random session number that is neither 0, nor current, nor issued
+    /// by one of the last [`RECENT_SESSIONS`] handshakes.
+    fn draw_session(&mut self) -> u8 {
+        let current = self.session.map_or(NO_SESSION, |s| s.id);
+        let allowed = |stub: &Self, id: u8| {
+            id != NO_SESSION && id != current && !stub.recent_sessions.contains(id)
+        };
+        // At least 255 - 1 - RECENT_SESSIONS numbers are allowed, so a few
+        // draws almost always find one; the scan bounds the worst case.
+        let mut start = 0u8;
+        for _ in 0..8 {
+            start = self.next_random() as u8;
+            if allowed(self, start) {
+                return start;
+            }
+        }
+        (1..=255u8)
+            .map(|i| start.wrapping_add(i))
+            .find(|&id| allowed(self, id))
+            .unwrap_or(1)
+    }
+
+    /// SplitMix64.
+    fn next_random(&mut self) -> u64 {
+        self.random = self.random.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.random;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 
     fn nak(&mut self, frame: &RawFrame, reason: NakReason) -> FrameBuf {

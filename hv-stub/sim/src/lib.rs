@@ -1,74 +1,206 @@
 //! Serves a simulated debuggee (`hv_stub::sim::SimTarget`) over a real byte
-//! stream — a TCP connection or a pseudo-terminal — so libpulse's real
+//! stream — TCP connections or a pseudo-terminal — so libpulse's real
 //! transports can be tested against the same hv-stub core.
+//!
+//! One debuggee, several clients (docs/PROTOCOL.md section 5.6): every TCP
+//! connection is served on a thread of its own with a decoder of its own,
+//! and the debuggee's one session goes to the newest handshake. A client
+//! that idles, stops reading or leaves half a frame behind costs the others
+//! nothing: the debuggee is locked only while a frame is handled, never
+//! while a client is waited for; a client that does not take its answers
+//! within [`WRITE_STALL`] is disconnected.
 
 use std::io::{self, Read, Write};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hv_stub::sim::SimTarget;
 use parking_lot::Mutex;
+use pulse_proto::{Decoder, DecoderStats, RawFrame};
 use serialport::{SerialPort, TTYPort};
 
 pub type SharedTarget = Arc<Mutex<SimTarget>>;
 
-/// Relays bytes between one stream and the target until EOF, an error or
-/// `stop`. Returns why it ended (Ok on EOF or stop).
-pub fn serve_stream<S: Read + Write>(
+/// A line quiet this long with part of a frame held: the bytes are what a
+/// client left behind, and are dropped. Far longer than any pause inside
+/// one frame (a sender writes a frame at once), far shorter than a client's
+/// retransmission timeout.
+pub const LINE_QUIET: Duration = Duration::from_millis(20);
+/// A client that leaves its answers unread this long is disconnected.
+pub const WRITE_STALL: Duration = Duration::from_secs(1);
+/// How often a waiting loop with nothing to do looks at its stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(250);
+
+/// Decoder counters of every connection a server has served.
+pub type SharedStats = Arc<Mutex<DecoderStats>>;
+
+fn add_stats(total: &mut DecoderStats, now: DecoderStats, before: DecoderStats) {
+    total.frames += now.frames - before.frames;
+    total.skipped_bytes += now.skipped_bytes - before.skipped_bytes;
+    total.crc_errors += now.crc_errors - before.crc_errors;
+    total.oversized += now.oversized - before.oversized;
+}
+
+/// Hands frames to the debuggee and collects the answers; the guest runs
+/// once after any answered batch, as hv-stub resumes it after requests.
+fn handle_frames(target: &SharedTarget, frames: &[RawFrame], out: &mut Vec<u8>) {
+    if frames.is_empty() {
+        return;
+    }
+    let mut target = target.lock();
+    let mut answered = false;
+    for frame in frames {
+        if let Some(response) = target.stub_mut().handle(frame) {
+            out.extend_from_slice(response.as_bytes());
+            answered = true;
+        }
+    }
+    if answered {
+        target.resume_guest();
+    }
+}
+
+/// Serves one TCP connection until EOF, an error, a client that does not
+/// read, or `stop`.
+fn serve_connection(
     target: &SharedTarget,
-    stream: &mut S,
+    mut stream: TcpStream,
     stop: &AtomicBool,
+    stats: &SharedStats,
 ) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(WRITE_STALL))?;
+    // A decoder of this connection's own: nothing another client left
+    // half-sent can swallow this one's frames.
+    let mut decoder = Decoder::new();
     let mut buf = [0u8; 512];
+    let mut frames = Vec::new();
     let mut out = Vec::with_capacity(64);
+    let mut quiet_wait = None;
     while !stop.load(Ordering::Relaxed) {
+        // Wait briefly while a partial frame is held, else until the stop
+        // check; the option is set only when the wait changes.
+        let wait = if decoder.pending() > 0 {
+            LINE_QUIET
+        } else {
+            STOP_CHECK
+        };
+        if quiet_wait != Some(wait) {
+            stream.set_read_timeout(Some(wait))?;
+            quiet_wait = Some(wait);
+        }
         let n = match stream.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                continue
+                if wait == LINE_QUIET {
+                    decoder.clear();
+                }
+                continue;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        let before = decoder.stats();
+        frames.clear();
+        decoder.feed(&buf[..n], |f| frames.push(f));
+        add_stats(&mut stats.lock(), decoder.stats(), before);
         out.clear();
-        target
-            .lock()
-            .receive(&buf[..n], |response| out.extend_from_slice(response));
+        handle_frames(target, &frames, &mut out);
         if !out.is_empty() {
+            // Fails after WRITE_STALL if the client does not read; the
+            // debuggee is not locked meanwhile.
             stream.write_all(&out)?;
-            stream.flush()?;
         }
     }
     Ok(())
 }
 
-/// Accepts connections one at a time and serves each until it closes. The
-/// debuggee's state persists across connections, as a real one's would.
+/// Accepts connections until `stop` (checked after every accept, so a stopper
+/// also connects once: [`TcpServer::stop`]) and serves each on its own
+/// thread. The debuggee's state persists across connections, as a real
+/// one's would.
 pub fn serve_tcp(target: SharedTarget, listener: TcpListener, stop: Arc<AtomicBool>) {
-    listener.set_nonblocking(true).ok();
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((mut stream, _)) => {
-                stream.set_nonblocking(false).ok();
-                stream.set_nodelay(true).ok();
-                stream
-                    .set_read_timeout(Some(Duration::from_millis(50)))
-                    .ok();
-                let _ = serve_stream(&target, &mut stream, &stop);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+    serve_tcp_counted(target, listener, stop, SharedStats::default());
+}
+
+fn serve_tcp_counted(
+    target: SharedTarget,
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    stats: SharedStats,
+) {
+    // A blocking accept: a client is taken the moment it connects, and an
+    // idle server does not wake up.
+    for stream in listener.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            return;
         }
+        let Ok(stream) = stream else {
+            // Out of descriptors or an aborted handshake: try the next one.
+            continue;
+        };
+        let (target, stop, stats) = (Arc::clone(&target), Arc::clone(&stop), Arc::clone(&stats));
+        let spawned = std::thread::Builder::new()
+            .name("hv-stub-sim-client".into())
+            .spawn(move || {
+                let _ = serve_connection(&target, stream, &stop, &stats);
+            });
+        // No thread: the stream was dropped with the closure, which closes it.
+        drop(spawned);
+    }
+}
+
+/// A TCP server on a thread of this process.
+pub struct TcpServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    stats: SharedStats,
+}
+
+impl TcpServer {
+    /// Listens on `addr` (e.g. `127.0.0.1:0`) and serves `target`.
+    pub fn spawn(target: SharedTarget, addr: &str) -> io::Result<TcpServer> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = SharedStats::default();
+        let (flag, counted) = (Arc::clone(&stop), Arc::clone(&stats));
+        std::thread::Builder::new()
+            .name("hv-stub-sim-accept".into())
+            .spawn(move || serve_tcp_counted(target, listener, flag, counted))?;
+        Ok(TcpServer { addr, stop, stats })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The decoder counters of every connection served so far.
+    pub fn decoder_stats(&self) -> DecoderStats {
+        *self.stats.lock()
+    }
+
+    /// Stops accepting and ends every connection's loop (within the stop
+    /// check interval).
+    pub fn stop(&self) {
+        if !self.stop.swap(true, Ordering::Relaxed) {
+            // Wake the blocking accept so it sees the flag.
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -98,35 +230,62 @@ impl PtyServer {
         &self.path
     }
 
-    /// Serves until `stop`.
+    /// Serves until `stop`. One line, as hv-stub's COM1: the debuggee's own
+    /// decoder reads it, and is told when the line has gone quiet
+    /// (`Stub::line_idle`) so that half a frame left by one client cannot
+    /// swallow the next client's Hello.
     pub fn serve(mut self, target: SharedTarget, stop: Arc<AtomicBool>) -> io::Result<()> {
-        self.master
-            .set_timeout(Duration::from_millis(50))
-            .map_err(io::Error::from)?;
+        let mut buf = [0u8; 512];
+        let mut out = Vec::with_capacity(64);
+        let mut quiet_wait = None;
         while !stop.load(Ordering::Relaxed) {
-            match serve_stream(&target, &mut self.master, &stop) {
-                Ok(()) => {}
+            let holding = target.lock().stub().pending_bytes() > 0;
+            let wait = if holding { LINE_QUIET } else { STOP_CHECK };
+            if quiet_wait != Some(wait) {
+                self.master.set_timeout(wait).map_err(io::Error::from)?;
+                quiet_wait = Some(wait);
+            }
+            let n = match self.master.read(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    if holding {
+                        target.lock().stub_mut().line_idle();
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // No client has the slave open right now.
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                    std::thread::sleep(Duration::from_millis(5));
+                    std::thread::sleep(LINE_QUIET);
+                    continue;
                 }
                 Err(e) => return Err(e),
+            };
+            out.clear();
+            target
+                .lock()
+                .receive(&buf[..n], |response| out.extend_from_slice(response));
+            if !out.is_empty() {
+                self.master.write_all(&out)?;
             }
         }
         Ok(())
     }
 }
 
-/// Starts a TCP server on a thread; returns its address and a stop flag.
-pub fn spawn_tcp(
-    target: SharedTarget,
-    addr: &str,
-) -> io::Result<(std::net::SocketAddr, Arc<AtomicBool>)> {
-    let listener = TcpListener::bind(addr)?;
-    let local = listener.local_addr()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    std::thread::spawn(move || serve_tcp(target, listener, flag));
-    Ok((local, stop))
+/// Starts a TCP server on a thread; returns its address and a stop flag
+/// (setting it stops the server at its next accept; [`TcpServer::stop`]
+/// does it at once).
+pub fn spawn_tcp(target: SharedTarget, addr: &str) -> io::Result<(SocketAddr, Arc<AtomicBool>)> {
+    let server = TcpServer::spawn(target, addr)?;
+    let handle = (server.addr, Arc::clone(&server.stop));
+    std::mem::forget(server);
+    Ok(handle)
 }
 
 /// Starts a pty server on a thread; returns the slave path and a stop flag.
@@ -139,8 +298,17 @@ pub fn spawn_pty(target: SharedTarget) -> io::Result<(String, Arc<AtomicBool>)> 
     Ok((path, stop))
 }
 
-/// A new shared simulated debuggee.
+/// A new shared simulated debuggee, its session numbers seeded from the
+/// OS's random numbers.
 pub fn new_target(cpu: hv_stub::CpuCaps) -> SharedTarget {
-    let seed = std::process::id() as u8;
-    Arc::new(Mutex::new(SimTarget::new(cpu, seed)))
+    let mut target = SimTarget::new(cpu, 0);
+    let entropy = getrandom::u64().unwrap_or_else(|_| {
+        // No OS randomness: the clock and the process still differ per run.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        now ^ u64::from(std::process::id()) << 32
+    });
+    target.stub_mut().add_entropy(entropy);
+    Arc::new(Mutex::new(target))
 }
