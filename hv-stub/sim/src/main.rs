@@ -19,11 +19,17 @@ enum Mode {
     Pty,
 }
 
-fn usage(problem: &str) -> ExitCode {
+fn usage_text() -> String {
     let profiles: Vec<&str> = CpuCaps::PROFILES.iter().map(|c| c.name).collect();
+    format!(
+        "usage: hv-stub-sim (--listen HOST:PORT | --pty) [--cpu PROFILE]\nprofiles: {}",
+        profiles.join(", ")
+    )
+}
+
+fn usage(problem: &str) -> ExitCode {
     eprintln!("hv-stub-sim: {problem}");
-    eprintln!("usage: hv-stub-sim (--listen HOST:PORT | --pty) [--cpu PROFILE]");
-    eprintln!("profiles: {}", profiles.join(", "));
+    eprintln!("{}", usage_text());
     ExitCode::from(2)
 }
 
@@ -42,7 +48,10 @@ fn main() -> ExitCode {
                 Some(caps) => cpu = caps,
                 None => return usage("--cpu needs a known profile"),
             },
-            "-h" | "--help" => return usage("help"),
+            "-h" | "--help" => {
+                println!("{}", usage_text());
+                return ExitCode::SUCCESS;
+            }
             other => return usage(&format!("unknown argument `{other}`")),
         }
     }
