@@ -1,27 +1,41 @@
-//! hv-stub under Bochs, measured side by side with its floor:
+//! hv-stub under Bochs, measured beside its floor:
 //!
-//!     cargo bench --bench bochs [-- ROUNDS]
+//!     cargo bench --bench bochs [-- ROUNDS]        # default 5
 //!
 //! Each round boots the hv-stub image (boot-to-READY time, then write and
-//! read round trips through `pulse::Engine` over COM1-as-TCP) and then the
-//! bare UART echo image in the same Bochs setup (9- and 20-byte echoes, no
-//! VMX). Rounds alternate the two so machine noise hits both alike; the
-//! best round of each row is reported with its ratio to the 20-byte echo.
+//! read round trips through `pulse::Engine` over COM1-as-TCP) and the UART
+//! floor image (`hv-stub/image/build.sh echo`: no VMX, no protocol, a
+//! polled 16550 that answers each message with the number of bytes the
+//! message asks for) in the same Bochs setup. The floor exchanges the same
+//! bytes as the rows it is the floor of: 20 bytes out and 9 back for a
+//! write, 12 out and 17 back for a read (docs/PROTOCOL.md section 7). Its
+//! client acknowledges a partial answer at once, as libpulse's TCP
+//! transport does. The two images alternate, which one goes first swaps
+//! every round, and each row is reported as the spread across rounds
+//! (min–median–max) of its rate and of its ratio to the floor measured in
+//! the same round.
 
 // The harness shared with tests/bochs_e2e.rs (it allows its own dead code).
 #[path = "../tests/bochs/mod.rs"]
 mod bochs;
 
+#[path = "common/spread.rs"]
+mod spread;
+
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use bochs::{free_port, open_engine, Bochs, Com1};
+use pulse::hv_stub::msr::index::IA32_LSTAR;
+use spread::{ratios, Spread};
 
 const N: u32 = 1000;
-const LSTAR: u32 = 0xC000_0082;
+/// (bytes out, bytes back) of a write and of a read.
+const WRITE: (u8, u8) = (20, 9);
+const READ: (u8, u8) = (12, 17);
 
 struct HvRound {
-    boot: Duration,
+    boot_ms: f64,
     writes_per_s: f64,
     reads_per_s: f64,
 }
@@ -36,27 +50,27 @@ fn hv_round() -> HvRound {
         Duration::from_secs(1),
     );
     vm.wait_ready();
-    let boot = start.elapsed();
+    let boot_ms = start.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     for i in 0..N {
         let value = 0xFFFF_FFFF_8000_0000 + u64::from(i) * 0x1000;
-        engine.write_msr(LSTAR, value).expect("write_msr");
+        engine.write_msr(IA32_LSTAR, value).expect("write_msr");
     }
     let writes_per_s = f64::from(N) / t.elapsed().as_secs_f64();
     let t = Instant::now();
     for _ in 0..N {
-        engine.read_msr(LSTAR).expect("read_msr");
+        engine.read_msr(IA32_LSTAR).expect("read_msr");
     }
     let reads_per_s = f64::from(N) / t.elapsed().as_secs_f64();
     HvRound {
-        boot,
+        boot_ms,
         writes_per_s,
         reads_per_s,
     }
 }
 
-/// Echo round trips per second for each message size.
-fn echo_round(sizes: &[usize]) -> Vec<f64> {
+/// Floor round trips per second for each (bytes out, bytes back).
+fn floor_round(exchanges: &[(u8, u8)]) -> Vec<f64> {
     let port = free_port();
     let vm = Bochs::start_image(&bochs::echo_image(), Com1::TcpServer(port));
     vm.wait_from(0, bochs::BOOT_TIMEOUT, |l| l.contains("waiting for client"))
@@ -67,19 +81,24 @@ fn echo_round(sizes: &[usize]) -> Vec<f64> {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     vm.wait_from(0, bochs::BOOT_TIMEOUT, |l| l.trim_end().ends_with("READY"))
-        .expect("echo image READY");
-    sizes
+        .expect("floor image READY");
+    exchanges
         .iter()
-        .map(|&size| {
-            let message = vec![0x5Au8; size];
-            let mut back = vec![0u8; size];
+        .map(|&(out, back)| {
+            // The floor image's format: length, answer length, filler.
+            let mut message = vec![0x5Au8; usize::from(out)];
+            message[0] = out;
+            message[1] = back;
+            let mut answer = vec![0u8; usize::from(back)];
             let t = Instant::now();
             for _ in 0..N {
                 stream.write_all(&message).unwrap();
                 let mut got = 0;
-                while got < size {
-                    pulse::sys::tcp_quickack(&stream);
-                    got += stream.read(&mut back[got..]).unwrap();
+                while got < answer.len() {
+                    if got > 0 {
+                        pulse::sys::tcp_quickack(&stream);
+                    }
+                    got += stream.read(&mut answer[got..]).unwrap();
                 }
             }
             f64::from(N) / t.elapsed().as_secs_f64()
@@ -92,27 +111,44 @@ fn main() {
     let rounds: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
-        .unwrap_or(3);
-    let mut boot = Duration::MAX;
-    let (mut writes, mut reads, mut echo9, mut echo20) = (0f64, 0f64, 0f64, 0f64);
-    for _ in 0..rounds {
-        let hv = hv_round();
-        boot = boot.min(hv.boot);
-        writes = writes.max(hv.writes_per_s);
-        reads = reads.max(hv.reads_per_s);
-        let echo = echo_round(&[9, 20]);
-        echo9 = echo9.max(echo[0]);
-        echo20 = echo20.max(echo[1]);
+        .unwrap_or(5);
+    let (mut boot, mut writes, mut reads) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut floor_writes, mut floor_reads) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (hv, floor) = if round % 2 == 0 {
+            let hv = hv_round();
+            (hv, floor_round(&[WRITE, READ]))
+        } else {
+            let floor = floor_round(&[WRITE, READ]);
+            (hv_round(), floor)
+        };
+        boot.push(hv.boot_ms);
+        writes.push(hv.writes_per_s);
+        reads.push(hv.reads_per_s);
+        floor_writes.push(floor[0]);
+        floor_reads.push(floor[1]);
     }
-    println!("hv-stub under Bochs (ips={}, best of {rounds} alternating rounds, {N} round trips per row)", bochs::ips());
-    println!("boot to READY: {} ms", boot.as_millis());
-    println!("{:<40} {:>12} {:>14}", "row", "per second", "vs echo 20 B");
-    for (name, rate) in [
-        ("Engine::write_msr (20 B out, 9 B back)", writes),
-        ("Engine::read_msr (12 B out, 17 B back)", reads),
-        ("bare UART echo, 9 B", echo9),
-        ("bare UART echo, 20 B (floor)", echo20),
+    println!(
+        "hv-stub under Bochs (ips={}, {rounds} rounds, {N} round trips per row per round; min–median–max across rounds)",
+        bochs::ips()
+    );
+    println!("boot to READY: {} ms", Spread::of(&boot).show(0));
+    println!("{:<42} {:>22} {:>18}", "row", "per second", "vs its floor");
+    for (name, rate, floor) in [
+        (
+            "Engine::write_msr (20 B out, 9 B back)",
+            &writes,
+            Some(&floor_writes),
+        ),
+        (
+            "Engine::read_msr (12 B out, 17 B back)",
+            &reads,
+            Some(&floor_reads),
+        ),
+        ("floor: UART, 20 B out, 9 B back", &floor_writes, None),
+        ("floor: UART, 12 B out, 17 B back", &floor_reads, None),
     ] {
-        println!("{name:<40} {rate:>12.0} {:>13.2}x", rate / echo20);
+        let ratio = floor.map_or("-".to_owned(), |f| Spread::of(&ratios(rate, f)).show(2));
+        println!("{name:<42} {:>22} {:>18}", Spread::of(rate).show(0), ratio);
     }
 }

@@ -1,23 +1,47 @@
-//! Round trips per second, side by side in one run (these machines are
-//! noisy: compare the ratios, not the absolute numbers).
+//! Write round trips per second, each link measured beside its floor.
 //!
-//!     cargo bench --bench roundtrip [-- SECONDS_PER_ROUND]
+//!     cargo bench --bench roundtrip [-- SECONDS_PER_ROW [ROUNDS]]   # default 1 s, 5 rounds
 //!
-//! Rows: the `sim` target through the Rust API and through the C ABI; the
-//! engine over TCP loopback and over a pseudo-terminal to hv-stub-sim
-//! (in-process server thread); and the floor for TCP: a bare echo of the
-//! same 20-byte request / 9-byte answer with no protocol at all.
-//! Each row runs in several interleaved rounds; the best round counts.
+//! A floor is the same exchange as a `PsWriteMsr` — 20 bytes out, 9 bytes
+//! back (docs/PROTOCOL.md section 7) — with no protocol at all, over the
+//! same kind of link between the same kind of endpoints: a TCP loopback or
+//! a pseudo-terminal, served by a thread of this process or by another
+//! process. The floor's server reads exactly 20 bytes and writes 9; its
+//! client is a plain blocking `TcpStream`, or the pty slave opened with the
+//! serialport crate as libpulse's `serial:` transport opens it.
+//!
+//! All rows run in every round, each right after its floor, and the order
+//! of a floor and its row alternates between rounds, so machine noise hits
+//! both alike. Reported per row: the spread of its rate across rounds and
+//! the spread of its per-round ratio to the floor measured in the same
+//! round (min–median–max).
+//!
+//! `roundtrip --floor-server tcp|pty` is the out-of-process floor server
+//! this bench starts (it prints `listening tcp:ADDR` or `listening
+//! serial:PATH`, as `hv-stub-sim` does).
 
-use std::io::{Read, Write};
+// The tier-2 test helpers: `hv-stub-sim` built and started as a process.
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+#[path = "common/spread.rs"]
+mod spread;
+
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pulse::hv_stub::msr::index::IA32_LSTAR;
 use pulse::hv_stub::CpuCaps;
 use pulse::{Engine, EngineConfig};
+use serialport::{SerialPort, TTYPort};
+use spread::{ratios, Spread};
+use support::SimProcess;
 
-const ROUNDS: usize = 3;
+/// A write request and its answer, as on the wire.
+const REQUEST: usize = 20;
+const ANSWER: usize = 9;
 
 fn engine(transport: &str) -> Engine {
     Engine::open(&EngineConfig::new(transport)).expect("engine")
@@ -40,77 +64,255 @@ fn value(i: u64) -> u64 {
     0xFFFF_F800_0000_0000 | ((i & 0xFFFF_FFFF) << 4)
 }
 
-fn echo_floor_server() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            stream.set_nodelay(true).ok();
-            let mut request = [0u8; 20];
-            let answer = [0u8; 9];
-            while stream.read_exact(&mut request).is_ok() {
-                if stream.write_all(&answer).is_err() {
-                    break;
-                }
-            }
+/// Serves the floor exchange on one stream until it closes.
+fn serve_floor(mut stream: impl Read + Write) {
+    let mut request = [0u8; REQUEST];
+    let answer = [0u8; ANSWER];
+    while stream.read_exact(&mut request).is_ok() {
+        if stream.write_all(&answer).is_err() || stream.flush().is_err() {
+            return;
         }
-    });
-    addr
+    }
 }
 
-fn main() {
-    let seconds: f64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1.0);
-    let budget = Duration::from_secs_f64(seconds);
+fn floor_tcp_listener() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let transport = format!("tcp:{}", listener.local_addr().unwrap());
+    (listener, transport)
+}
 
-    let sim = engine("sim");
-    let sim_c = CEngine::create();
-    // One debuggee serves one session at a time: a second handshake would
-    // end the first engine's session, so each transport gets its own.
-    let target = hv_stub_sim::new_target(CpuCaps::MODERN);
-    let (tcp_addr, _stop) = hv_stub_sim::spawn_tcp(target, "127.0.0.1:0").unwrap();
-    let tcp = engine(&format!("tcp:{tcp_addr}"));
-    let target = hv_stub_sim::new_target(CpuCaps::MODERN);
-    let (pty_path, _stop_pty) = hv_stub_sim::spawn_pty(target).unwrap();
-    let pty = engine(&format!("serial:{pty_path}"));
-    let floor_addr = echo_floor_server();
-    let mut floor = TcpStream::connect(floor_addr).unwrap();
-    floor.set_nodelay(true).unwrap();
+fn serve_floor_tcp(listener: TcpListener) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { return };
+        stream.set_nodelay(true).unwrap();
+        serve_floor(stream);
+    }
+}
 
-    let mut best = [0f64; 5];
-    for _ in 0..ROUNDS {
-        let rows: [f64; 5] = [
-            rate(budget, |i| sim.write_msr(IA32_LSTAR, value(i)).unwrap()),
-            rate(budget, |i| assert_eq!(sim_c.write(IA32_LSTAR, value(i)), 0)),
-            rate(budget, |i| tcp.write_msr(IA32_LSTAR, value(i)).unwrap()),
-            rate(budget, |i| pty.write_msr(IA32_LSTAR, value(i)).unwrap()),
-            rate(budget, |_| {
-                floor.write_all(&[0u8; 20]).unwrap();
-                let mut answer = [0u8; 9];
-                floor.read_exact(&mut answer).unwrap();
-            }),
-        ];
-        for (b, r) in best.iter_mut().zip(rows) {
-            *b = b.max(r);
+/// A pty pair whose master serves the floor; returns it and the slave path.
+fn floor_pty() -> (TTYPort, TTYPort, String) {
+    let (mut master, slave) = TTYPort::pair().expect("a pseudo-terminal");
+    master.set_timeout(Duration::from_secs(3600)).unwrap();
+    let path = slave.name().expect("pty slave path");
+    (master, slave, format!("serial:{path}"))
+}
+
+/// The out-of-process floor server (`--floor-server tcp|pty`).
+fn floor_server_main(kind: &str) -> ! {
+    let announce = |transport: &str| {
+        println!("listening {transport}");
+        std::io::stdout().flush().unwrap();
+    };
+    match kind {
+        "tcp" => {
+            let (listener, transport) = floor_tcp_listener();
+            announce(&transport);
+            serve_floor_tcp(listener);
+        }
+        "pty" => {
+            let (master, _slave, transport) = floor_pty();
+            announce(&transport);
+            serve_floor(master);
+        }
+        other => panic!("unknown floor server kind {other}"),
+    }
+    std::process::exit(0)
+}
+
+/// This bench binary started as a floor server; killed on drop.
+struct FloorProcess {
+    child: Child,
+    transport: String,
+}
+
+impl FloorProcess {
+    fn start(kind: &str) -> FloorProcess {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--floor-server", kind])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the floor server process");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let transport = line
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("floor server said {line:?}"))
+            .to_owned();
+        FloorProcess { child, transport }
+    }
+}
+
+impl Drop for FloorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The floor's client side of a link.
+enum FloorClient {
+    Tcp(TcpStream),
+    Pty(TTYPort),
+}
+
+impl FloorClient {
+    fn connect(transport: &str) -> FloorClient {
+        if let Some(addr) = transport.strip_prefix("tcp:") {
+            let stream = TcpStream::connect(addr).unwrap();
+            stream.set_nodelay(true).unwrap();
+            FloorClient::Tcp(stream)
+        } else {
+            let path = transport.strip_prefix("serial:").unwrap();
+            let mut port = serialport::new(path, 115_200)
+                .open_native()
+                .expect("open the floor pty");
+            port.set_timeout(Duration::from_secs(10)).unwrap();
+            FloorClient::Pty(port)
         }
     }
 
-    let names = [
-        "sim, Rust Engine::write_msr",
-        "sim, C ABI PsWriteMsr",
-        "tcp loopback -> hv-stub-sim",
-        "pty -> hv-stub-sim",
-        "tcp loopback bare echo (floor)",
+    fn exchange(&mut self) {
+        let mut answer = [0u8; ANSWER];
+        match self {
+            FloorClient::Tcp(s) => {
+                s.write_all(&[0u8; REQUEST]).unwrap();
+                s.read_exact(&mut answer).unwrap();
+            }
+            FloorClient::Pty(p) => {
+                p.write_all(&[0u8; REQUEST]).unwrap();
+                p.read_exact(&mut answer).unwrap();
+            }
+        }
+    }
+}
+
+struct Row {
+    name: &'static str,
+    /// Index of the row that is this row's floor.
+    floor: Option<usize>,
+    op: Box<dyn FnMut(u64)>,
+}
+
+fn row(name: &'static str, floor: Option<usize>, op: impl FnMut(u64) + 'static) -> Row {
+    Row {
+        name,
+        floor,
+        op: Box::new(op),
+    }
+}
+
+fn write_row(name: &'static str, floor: usize, engine: Engine) -> Row {
+    row(name, Some(floor), move |i| {
+        engine.write_msr(IA32_LSTAR, value(i)).unwrap()
+    })
+}
+
+fn floor_row(name: &'static str, mut client: FloorClient) -> Row {
+    row(name, None, move |_| client.exchange())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--floor-server") {
+        floor_server_main(args.get(i + 1).map_or("", String::as_str));
+    }
+    let numbers: Vec<f64> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let budget = Duration::from_secs_f64(numbers.first().copied().unwrap_or(1.0));
+    let rounds = numbers.get(1).map_or(5, |&r| r as usize).max(1);
+
+    // One debuggee serves one session at a time: each link gets its own.
+    let (tcp_addr, _stop_tcp) =
+        hv_stub_sim::spawn_tcp(hv_stub_sim::new_target(CpuCaps::MODERN), "127.0.0.1:0").unwrap();
+    let (pty_path, _stop_pty) =
+        hv_stub_sim::spawn_pty(hv_stub_sim::new_target(CpuCaps::MODERN)).unwrap();
+    let sim_tcp_process = SimProcess::start(&["--listen", "127.0.0.1:0"]);
+    let sim_pty_process = SimProcess::start(&["--pty"]);
+
+    let (floor_listener, floor_tcp) = floor_tcp_listener();
+    std::thread::spawn(move || serve_floor_tcp(floor_listener));
+    let (floor_master, _floor_slave, floor_pty_transport) = floor_pty();
+    std::thread::spawn(move || serve_floor(floor_master));
+    let floor_tcp_process = FloorProcess::start("tcp");
+    let floor_pty_process = FloorProcess::start("pty");
+
+    let sim = engine("sim");
+    let sim_c = CEngine::create();
+    let mut rows = vec![
+        row("sim, Rust Engine::write_msr", None, move |i| {
+            sim.write_msr(IA32_LSTAR, value(i)).unwrap()
+        }),
+        row("sim, C ABI PsWriteMsr", None, move |i| {
+            assert_eq!(sim_c.write(IA32_LSTAR, value(i)), 0)
+        }),
+        floor_row("floor: TCP, thread", FloorClient::connect(&floor_tcp)),
+        write_row(
+            "TCP -> hv-stub-sim thread",
+            2,
+            engine(&format!("tcp:{tcp_addr}")),
+        ),
+        floor_row(
+            "floor: TCP, process",
+            FloorClient::connect(&floor_tcp_process.transport),
+        ),
+        write_row(
+            "TCP -> hv-stub-sim process",
+            4,
+            engine(&sim_tcp_process.transport),
+        ),
+        floor_row(
+            "floor: pty, thread",
+            FloorClient::connect(&floor_pty_transport),
+        ),
+        write_row(
+            "pty -> hv-stub-sim thread",
+            6,
+            engine(&format!("serial:{pty_path}")),
+        ),
+        floor_row(
+            "floor: pty, process",
+            FloorClient::connect(&floor_pty_process.transport),
+        ),
+        write_row(
+            "pty -> hv-stub-sim process",
+            8,
+            engine(&sim_pty_process.transport),
+        ),
     ];
+
+    let mut rates = vec![Vec::new(); rows.len()];
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        if round % 2 == 1 {
+            // Each floor and its row swap places (the sim rows too).
+            for pair in order.chunks_mut(2) {
+                pair.reverse();
+            }
+        }
+        for i in order {
+            rates[i].push(rate(budget, &mut rows[i].op));
+        }
+    }
+
     println!(
-        "{:<34} {:>14} {:>10}",
-        "write round trips", "per second", "vs floor"
+        "write round trips per second: {rounds} rounds of {:.1} s per row, min–median–max across rounds",
+        budget.as_secs_f64()
     );
-    for (name, r) in names.iter().zip(best) {
-        println!("{name:<34} {r:>14.0} {:>9.2}x", r / best[4]);
+    println!("{:<30} {:>26} {:>20}", "row", "per second", "vs its floor");
+    for (row, rate) in rows.iter().zip(&rates) {
+        let ratio = match row.floor {
+            Some(f) => Spread::of(&ratios(rate, &rates[f])).show(2),
+            None => "-".to_owned(),
+        };
+        println!(
+            "{:<30} {:>26} {:>20}",
+            row.name,
+            Spread::of(rate).show(0),
+            ratio
+        );
     }
 }
 

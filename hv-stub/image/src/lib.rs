@@ -47,14 +47,29 @@ pub extern "C" fn hv_main() -> ! {
     hv::start()
 }
 
-/// The `echo` build: COM1 echoes every byte, no VMX. Measures the floor a
-/// polled UART sets in the same Bochs configuration.
+/// The `echo` build: COM1 answers with no VMX and no protocol, the floor a
+/// polled UART sets in the same Bochs configuration. A message's first byte
+/// is its length and its second the answer's length (a write's exchange is
+/// 20 bytes in, 9 out; a read's 12 in, 17 out); the answer follows the
+/// message's last byte.
 fn echo() -> ! {
     let mut uart = uart::Uart::com1();
     say!("\nECHO\nREADY");
+    let answer = [0x5A; 255];
+    loop {
+        let length = next_byte(&mut uart);
+        let reply = next_byte(&mut uart);
+        for _ in 2..length {
+            next_byte(&mut uart);
+        }
+        uart.write_all(&answer[..usize::from(reply)]);
+    }
+}
+
+fn next_byte(uart: &mut uart::Uart) -> u8 {
     loop {
         if let Some(byte) = uart.try_read() {
-            uart.write_all(&[byte]);
+            return byte;
         }
     }
 }
