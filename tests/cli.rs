@@ -1,9 +1,17 @@
 //! The `pulse` command line: results and JSON on `sim`, the documented
 //! exit status of each failure, and bad input ending in one line on stderr
-//! and a non-zero exit, never a panic trace.
+//! and a non-zero exit, never a panic trace. Also the parity features:
+//! bare hex numbers, `-f`, `-x`/`-d`, read-modify-write, `-p`/`-a`,
+//! `pulse shell` over one connection, `pulse msrs` probing the debuggee,
+//! JSON for errors; and `--help` of hv-stub-sim and scripts/demo.sh.
 
-use std::net::TcpListener;
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pulse::hv_stub::routing::TABLE;
@@ -212,7 +220,7 @@ fn bad_input_is_a_usage_error_never_a_panic() {
         &[][..],
         &["frobnicate"],
         &["--frobnicate", "rdmsr", "IA32_LSTAR"],
-        &["-x", "rdmsr", "IA32_LSTAR"],
+        &["-q", "rdmsr", "IA32_LSTAR"],
         &["rdmsr"],
         &["wrmsr", "IA32_LSTAR"],
         &["wrmsr", "IA32_LSTAR", "1", "2"],
@@ -221,7 +229,15 @@ fn bad_input_is_a_usage_error_never_a_panic() {
         &["rdmsr", ""],
         &["rdmsr", "0x"],
         &["rdmsr", "0xZZ"],
-        &["rdmsr", "12abc"],
+        &["rdmsr", "12abx"],
+        &["rdmsr", "fffff800`12345000`0"],
+        &["rdmsr", "-f", "64:0", "IA32_LSTAR"],
+        &["rdmsr", "-f", "3:4", "IA32_LSTAR"],
+        &["-x", "-d", "rdmsr", "IA32_LSTAR"],
+        &["wrmsr", "IA32_LSTAR"],
+        &["wrmsr", "IA32_LSTAR", "1", "--set-bits", "1"],
+        &["rdmsr", "IA32_LSTAR", "--set-bits", "1"],
+        &["wrmsr", "-f", "3:0", "IA32_PAT", "0x10"],
         &["rdmsr", "0x100000000"],
         &["rdmsr", "-1"],
         &["wrmsr", "IA32_LSTAR", "-1"],
@@ -321,8 +337,8 @@ fn transport_failures_map_to_their_exit_status() {
 }
 
 #[test]
-fn msrs_lists_every_routing_table_name() {
-    let out = pulse(&["msrs"]);
+fn msrs_all_names_lists_every_routing_table_name() {
+    let out = pulse(&["msrs", "--all-names"]);
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     for route in TABLE {
@@ -346,4 +362,379 @@ fn a_closed_stdout_is_not_a_crash() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stderr(&out), "");
+}
+
+fn pulse_with_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pulse"))
+        .args(args)
+        .env_remove("PULSE_TRANSPORT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pulse");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn bare_hex_numbers_as_windbg_and_hyperdbg_take_them() {
+    let out = pulse(&["wrmsr", "c0000082", "fffff800`12345000", "--read-back"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "IA32_LSTAR (0xc0000082) <- 0xfffff80012345000: PULSE_STATUS_SUCCESS\n\
+         IA32_LSTAR (0xc0000082) = 0xfffff80012345000\n"
+    );
+    // Bare digits stay decimal, as msr-tools reads them: 372 = 0x174.
+    let out = pulse(&["rdmsr", "1d9", "372"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "IA32_DEBUGCTL (0x1d9) = 0x0000000000000000\n\
+         IA32_SYSENTER_CS (0x174) = 0x0000000000000010\n"
+    );
+}
+
+#[test]
+fn fields_and_value_only_formats() {
+    // sim's IA32_EFER is 0xd01: bits 11:8 are 0xd.
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["rdmsr", "-f", "11:8", "IA32_EFER"],
+            "IA32_EFER (0xc0000080) [11:8] = 0xd\n",
+        ),
+        (&["rdmsr", "-x", "IA32_EFER"], "0x0000000000000d01\n"),
+        (&["rdmsr", "--hex", "-f", "11:8", "IA32_EFER"], "0xd\n"),
+        (&["rdmsr", "-d", "IA32_EFER"], "3329\n"),
+        (
+            &["rdmsr", "-d", "--field=11:0", "IA32_EFER", "IA32_PAT"],
+            "3329\n1030\n",
+        ),
+        // A plain write prints nothing with -x/-d, as msr-tools' wrmsr.
+        (&["-x", "wrmsr", "IA32_LSTAR", "0"], ""),
+        (
+            &["-x", "wrmsr", "IA32_LSTAR", "0x10", "--read-back"],
+            "0x0000000000000010\n",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = pulse(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), *want, "{args:?}");
+    }
+    let out = pulse(&["--json", "rdmsr", "-f", "11:8", "IA32_EFER"]);
+    assert!(
+        stdout(&out).ends_with(
+            r#""value":"0x0000000000000d01","field":"11:8","field_value":"0xd"}
+"#
+        ),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn read_modify_write_is_one_read_and_one_write_with_both_values() {
+    let out = pulse(&["wrmsr", "IA32_DEBUGCTL", "--set-bits", "0x1", "--read-back"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "IA32_DEBUGCTL (0x1d9): 0x0000000000000000 -> 0x0000000000000001: PULSE_STATUS_SUCCESS\n\
+         IA32_DEBUGCTL (0x1d9) = 0x0000000000000001\n"
+    );
+    // -f HI:LO VALUE writes one field; the rest of the register is kept.
+    let out = pulse(&["wrmsr", "-f", "7:0", "IA32_PAT", "0x07", "-x"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "0x0007040600070406 0x0007040600070407\n");
+    // Clearing and setting together; JSON names the old and the new value.
+    let out = pulse(&[
+        "--json",
+        "wrmsr",
+        "IA32_PAT",
+        "--clear-bits",
+        "0xff",
+        "--set-bits",
+        "0x06",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        concat!(
+            r#"{"op":"rmw","msr":"0x00000277","name":"IA32_PAT","status":"PULSE_STATUS_SUCCESS","code":"0x00000000","old":"0x0007040600070406","value":"0x0007040600070406"}"#,
+            "\n"
+        )
+    );
+    // A refused new value: #GP, exit 1, both values in the one error line.
+    let err = assert_one_line_error(
+        &[
+            "wrmsr",
+            "IA32_PAT",
+            "--set-bits",
+            "0x02",
+            "--clear-bits",
+            "0x07",
+        ],
+        1,
+    );
+    assert!(
+        err.contains("IA32_PAT (0x277): 0x0007040600070406 -> 0x0007040600070402: PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION"),
+        "{err}"
+    );
+    // An MSR that does not exist: the read fails, nothing is written.
+    let err = assert_one_line_error(&["wrmsr", "0x40001234", "--set-bits", "1"], 1);
+    assert!(
+        err.contains("rmw MSR 0x40001234: PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cpu_0_works_and_other_cpus_are_refused_until_libpulse_targets_cpus() {
+    let out = pulse(&["-p", "0", "rdmsr", "IA32_EFER"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "IA32_EFER (0xc0000080) = 0x0000000000000d01\n"
+    );
+    for args in [
+        &["-p", "1", "rdmsr", "IA32_EFER"][..],
+        &["--cpu=3", "wrmsr", "IA32_LSTAR", "0"],
+        &["-a", "rdmsr", "IA32_EFER"],
+        &["--all-cpus", "wrmsr", "IA32_LSTAR", "0"],
+    ] {
+        let err = assert_one_line_error(args, 2);
+        assert!(
+            err.contains("CPU targeting is not supported by this libpulse yet"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn json_covers_command_line_errors() {
+    for (args, message) in [
+        (
+            &["--json", "rdmsr", "IA32_NOPE"][..],
+            "unknown MSR name `IA32_NOPE`",
+        ),
+        (&["--json", "frob"], "unknown command `frob`"),
+        (&["--json", "-a", "rdmsr", "IA32_EFER"], "-a: CPU targeting"),
+    ] {
+        let out = pulse(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(stderr(&out), "", "{args:?}");
+        let text = stdout(&out);
+        assert!(text.starts_with(r#"{"op":"usage","message":""#), "{text}");
+        assert!(text.contains(message), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+    }
+}
+
+#[test]
+fn msrs_lists_only_what_the_debuggee_has() {
+    // BNDCFGS (MPX) is absent on the default `modern` profile, present on `full`.
+    let modern = stdout(&pulse(&["msrs"]));
+    let full = stdout(&pulse(&["msrs", "-t", "sim?cpu=full"]));
+    let all = stdout(&pulse(&["msrs", "--all-names"]));
+    assert!(modern.contains("0xc0000080  IA32_EFER"), "{modern}");
+    assert!(!modern.contains("IA32_BNDCFGS"), "{modern}");
+    assert!(full.contains("0x00000d90  IA32_BNDCFGS"), "{full}");
+    assert!(all.contains("0x00000d90  IA32_BNDCFGS"), "{all}");
+    assert!(modern.lines().count() < all.lines().count());
+    // Every listed MSR reads on that debuggee.
+    for line in modern.lines() {
+        let number = line.split_whitespace().next().unwrap();
+        let out = pulse(&["rdmsr", number]);
+        assert_eq!(out.status.code(), Some(0), "{line}: {}", stderr(&out));
+    }
+    let json = stdout(&pulse(&["--json", "msrs"]));
+    assert!(json.contains(r#"{"msr":"0xc0000080","name":"IA32_EFER","guest_applied":true,"value":"0x0000000000000d01"}"#), "{json}");
+    // A debuggee that cannot be reached: the open error and its exit status.
+    let err = assert_one_line_error(&["msrs", "-t", "serial:/dev/pulse-no-such-device"], 6);
+    assert!(err.contains("PULSE_STATUS_NO_SUCH_DEVICE"), "{err}");
+}
+
+#[test]
+fn shell_runs_many_commands_on_one_engine() {
+    // On `sim` a second run would start from scratch: the read-back on a
+    // later line proves the lines share one engine.
+    let script = "# set up\n\
+                  wrmsr IA32_LSTAR 0xfffff80012345000\n\
+                  \n\
+                  rdmsr c0000082 -x   # bare hex, value only\n\
+                  wrmsr IA32_DEBUGCTL --set-bits 1\n\
+                  rdmsr 0x40001234\n\
+                  frobnicate\n\
+                  -t sim rdmsr 1\n\
+                  rdmsr IA32_DEBUGCTL\n\
+                  quit\n\
+                  rdmsr IA32_EFER\n";
+    let out = pulse_with_stdin(&["shell"], script);
+    // The first failure (#GP on line 6) decides the exit status.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "IA32_LSTAR (0xc0000082) <- 0xfffff80012345000: PULSE_STATUS_SUCCESS\n\
+         0xfffff80012345000\n\
+         IA32_DEBUGCTL (0x1d9): 0x0000000000000000 -> 0x0000000000000001: PULSE_STATUS_SUCCESS\n\
+         IA32_DEBUGCTL (0x1d9) = 0x0000000000000001\n"
+    );
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines[0]
+            .starts_with("pulse: rdmsr MSR 0x40001234: PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION"),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("pulse: line 7: unknown command `frobnicate`"),
+        "{err}"
+    );
+    assert!(
+        lines[2].starts_with("pulse: line 8: -t goes on the `pulse` command line"),
+        "{err}"
+    );
+
+    // From a file, with JSON for every result and every error.
+    let dir = std::env::temp_dir().join(format!("pulse-cli-shell-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("commands.txt");
+    std::fs::write(
+        &file,
+        "wrmsr IA32_PAT 0x0202020202020202\nrdmsr nope\nrdmsr IA32_PAT\n",
+    )
+    .unwrap();
+    let out = pulse(&["--json", "shell", file.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "");
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].contains(r#""op":"wrmsr","msr":"0x00000277","name":"IA32_PAT","status":"PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION""#), "{}", lines[0]);
+    assert!(
+        lines[1].starts_with(r#"{"op":"usage","line":2,"message":"unknown MSR name `nope`"#),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].ends_with(r#""value":"0x0007040600070406"}"#),
+        "{}",
+        lines[2]
+    );
+
+    // A file that cannot be read is a usage error.
+    assert_one_line_error(&["shell", "/nonexistent/pulse-commands"], 2);
+}
+
+/// Accepts exactly one client and relays it to `target`, then stops
+/// listening, as Bochs's COM1 socket does: a second connection is refused.
+fn one_client_relay(target: &str) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    let target = target.strip_prefix("tcp:").unwrap().to_owned();
+    std::thread::spawn(move || {
+        let (client, _) = listener.accept().unwrap();
+        count.fetch_add(1, Ordering::SeqCst);
+        drop(listener);
+        let server = TcpStream::connect(&target).unwrap();
+        let pipe = |mut from: TcpStream, mut to: TcpStream| {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = from.read(&mut buf) {
+                    if n == 0 || to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to.shutdown(std::net::Shutdown::Both);
+            })
+        };
+        pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+        pipe(server, client);
+    });
+    (format!("tcp:{addr}"), accepted)
+}
+
+#[test]
+fn shell_needs_one_connection_for_a_single_client_debuggee() {
+    let sim = support::SimProcess::start(&["--listen", "127.0.0.1:0"]);
+    let (transport, accepted) = one_client_relay(&sim.transport);
+    let script = "wrmsr IA32_LSTAR 0xfffff80012345000\n\
+                  rdmsr IA32_LSTAR -x\n\
+                  wrmsr IA32_SYSENTER_CS 0xdeadbeef00000010\n\
+                  rdmsr IA32_SYSENTER_CS -x\n\
+                  msrs\n";
+    let out = pulse_with_stdin(&["-t", &transport, "shell"], script);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(
+            "IA32_LSTAR (0xc0000082) <- 0xfffff80012345000: PULSE_STATUS_SUCCESS\n\
+             0xfffff80012345000\n\
+             IA32_SYSENTER_CS (0x174) <- 0xdeadbeef00000010: PULSE_STATUS_SUCCESS\n\
+             0x0000000000000010\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("0xc0000080  IA32_EFER"), "{text}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    // The debuggee takes no second client: separate runs would fail.
+    let out = pulse(&[
+        "-t",
+        &transport,
+        "--timeout",
+        "100",
+        "--attempts",
+        "1",
+        "rdmsr",
+        "IA32_LSTAR",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+}
+
+#[test]
+fn hv_stub_sim_help_prints_usage_and_exits_0() {
+    for flag in ["--help", "-h"] {
+        let out = Command::new(support::hv_stub_sim_exe())
+            .arg(flag)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+        let text = stdout(&out);
+        assert!(text.contains("usage: hv-stub-sim"), "{text}");
+        assert!(
+            text.contains("--listen") && text.contains("--pty"),
+            "{text}"
+        );
+        assert_eq!(stderr(&out), "");
+    }
+}
+
+#[test]
+fn demo_sh_help_prints_usage_and_exits_0() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh");
+    for flag in ["--help", "-h"] {
+        let out = Command::new("bash").arg(script).arg(flag).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+        let text = stdout(&out);
+        assert!(
+            text.contains("Usage: scripts/demo.sh [TRANSPORT]"),
+            "{text}"
+        );
+        assert_eq!(stderr(&out), "");
+    }
+    let out = Command::new("bash")
+        .arg(script)
+        .args(["a", "b"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -1,14 +1,16 @@
 //! `pulse`: write and read MSRs of a debuggee from the shell.
 //!
-//!     pulse [--transport SPEC] [--timeout MS] wrmsr MSR VALUE
-//!     pulse [--transport SPEC] [--timeout MS] rdmsr MSR...
+//!     pulse [OPTIONS] wrmsr MSR VALUE | wrmsr MSR --set-bits M --clear-bits M
+//!     pulse [OPTIONS] rdmsr MSR...
+//!     pulse [OPTIONS] msrs
+//!     pulse [OPTIONS] shell [FILE]      many commands over one connection
 //!
 //! Arguments are parsed with std only. Every failure is one line on stderr
 //! (or one JSON object with `--json`) and a documented exit status; no
 //! input makes it print a panic trace.
 
 use std::fmt::Write as _;
-use std::io::{self, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -88,13 +90,21 @@ fn help_text() -> String {
         "\n",
         "Usage:\n",
         "  pulse [OPTIONS] wrmsr MSR VALUE   write VALUE to MSR as the guest would\n",
+        "  pulse [OPTIONS] wrmsr MSR --set-bits MASK --clear-bits MASK\n",
+        "                                    read-modify-write: one read, one write\n",
         "  pulse [OPTIONS] rdmsr MSR...      read each MSR as the guest would\n",
-        "  pulse msrs                        list the MSR names pulse knows\n",
+        "  pulse [OPTIONS] msrs              list the named MSRs the debuggee has\n",
+        "                                    (each probed with a read; #GP = absent)\n",
+        "  pulse [OPTIONS] shell [FILE]      run commands (one per line: wrmsr, rdmsr,\n",
+        "                                    msrs, with their options) from FILE or\n",
+        "                                    stdin over one connection\n",
         "  pulse --help | --version\n",
         "\n",
-        "MSR    a number (0xC0000082 or 3221225602) or an architectural name\n",
-        "       such as IA32_LSTAR (case does not matter; IA32_ may be left out)\n",
-        "VALUE  a 64-bit number: hex with 0x, or decimal\n",
+        "MSR    a number: 0xC0000082, bare hex with a letter as WinDbg and HyperDbg\n",
+        "       take it (c0000082, 1d9), or decimal digits (3221225602, as msr-tools);\n",
+        "       or an architectural name such as IA32_LSTAR (case does not matter;\n",
+        "       IA32_ may be left out)\n",
+        "VALUE  a 64-bit number, written the same ways (fffff800`12345000 too)\n",
         "\n",
         "Options (anywhere on the line; --name=value works too):\n",
         "  -t, --transport SPEC  sim (default), sim?cpu=PROFILE, tcp:HOST:PORT,\n",
@@ -102,12 +112,24 @@ fn help_text() -> String {
         "      --timeout MS      wait for each attempt's answer (default 1000)\n",
         "      --attempts N      sends per request before TIMEOUT (default 3)\n",
         "      --read-back       after wrmsr, read the MSR back as the guest sees it\n",
-        "      --json            print one JSON object per result on stdout\n",
+        "  -f, --field HI:LO     rdmsr: only bits HI..LO, shifted down; wrmsr: write\n",
+        "                        VALUE into those bits only (read-modify-write)\n",
+        "      --set-bits MASK   wrmsr without VALUE: set these bits\n",
+        "      --clear-bits MASK wrmsr without VALUE: clear these bits\n",
+        "  -x, --hex             print values only, in hex (0x and every digit)\n",
+        "  -d, --decimal         print values only, in unsigned decimal\n",
+        "      --json            print one JSON object per result on stdout,\n",
+        "                        errors included\n",
+        "  -p, --cpu N           act on CPU N (default 0)\n",
+        "  -a, --all-cpus        act on every CPU\n",
+        "      --all-names       msrs: every name pulse knows, without a debuggee\n",
         "  -h, --help            print this help\n",
         "  -V, --version         print the version\n",
         "\n",
         "Each run opens its own engine: on `sim` every run starts from a fresh\n",
-        "simulated debuggee, so use --read-back to see what a write did.\n",
+        "simulated debuggee, so use --read-back or `pulse shell` to see what a\n",
+        "write did. A Bochs debuggee accepts one client for its whole run: use\n",
+        "`pulse shell` for several commands.\n",
         "\n",
         "Exit status:\n",
         "   0  PULSE_STATUS_SUCCESS\n",
@@ -126,7 +148,9 @@ fn help_text() -> String {
         text,
         "  {EXIT_UNKNOWN_STATUS:2}  a status code this pulse does not know"
     );
-    text.push_str("With several MSRs, the status of the first failure decides.\n");
+    text.push_str(
+        "With several MSRs (or shell commands), the status of the first failure decides.\n",
+    );
     text
 }
 
@@ -153,22 +177,102 @@ impl Msr {
     }
 }
 
+/// Bits `hi..=lo` of a register (`-f hi:lo`, as msr-tools).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Field {
+    hi: u32,
+    lo: u32,
+}
+
+impl Field {
+    fn mask(self) -> u64 {
+        (u64::MAX >> (63 - self.hi)) & (u64::MAX << self.lo)
+    }
+
+    fn width(self) -> u32 {
+        self.hi - self.lo + 1
+    }
+
+    fn extract(self, value: u64) -> u64 {
+        (value & self.mask()) >> self.lo
+    }
+
+    fn text(self) -> String {
+        format!("{}:{}", self.hi, self.lo)
+    }
+}
+
+/// How a value is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// `NAME (0xNUM) = 0x...` (and `<-` lines for writes).
+    Labelled,
+    /// The value only, `0x` and every hex digit of its width.
+    Hex,
+    /// The value only, unsigned decimal.
+    Decimal,
+}
+
+/// Which CPU of the debuggee a command acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cpus {
+    /// The engine's current CPU (CPU 0 after it is created).
+    Current,
+    One(u64),
+    All,
+}
+
+/// What `wrmsr` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteOp {
+    /// The whole register.
+    Value(u64),
+    /// Read, then write `(old & !clear) | set`.
+    Modify { set: u64, clear: u64 },
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
-    Write { msr: Msr, value: u64 },
+    Write { msr: Msr, op: WriteOp },
     Read { msrs: Vec<Msr> },
-    List,
+    List { all_names: bool },
+    Shell { file: Option<String> },
     Help,
     Version,
 }
 
-#[derive(Debug)]
+/// Everything the options say. The connection options come only from the
+/// `pulse` command line; a shell line starts from a copy of these and may
+/// change the rest.
+#[derive(Clone, Debug)]
 struct Options {
     transport: String,
     timeout_ms: Option<u32>,
     attempts: Option<u32>,
     json: bool,
     read_back: bool,
+    field: Option<Field>,
+    format: Format,
+    set_bits: Option<u64>,
+    clear_bits: Option<u64>,
+    cpus: Cpus,
+}
+
+impl Options {
+    fn new(transport: String) -> Options {
+        Options {
+            transport,
+            timeout_ms: None,
+            attempts: None,
+            json: false,
+            read_back: false,
+            field: None,
+            format: Format::Labelled,
+            set_bits: None,
+            clear_bits: None,
+            cpus: Cpus::Current,
+        }
+    }
 }
 
 /// Parses a number: hex with a `0x` prefix, or decimal. No sign, no
@@ -193,27 +297,54 @@ fn parse_number(text: &str, what: &str) -> Result<u64, Usage> {
         .map_err(|_| usage!("{what} `{text}` does not fit in 64 bits"))
 }
 
+/// An MSR number or value as a debugger user types it: `parse_number`'s
+/// forms, bare hex that has a letter (`c0000082`, as WinDbg and HyperDbg
+/// accept), and hex with WinDbg's backtick between the halves
+/// (`fffff800`12345000`). Bare digits stay decimal, as msr-tools reads them.
+fn parse_debugger_number(text: &str, what: &str) -> Result<u64, Usage> {
+    let (joined, backtick) = match text.split_once('`') {
+        Some((high, low)) => (format!("{high}{low}"), true),
+        None => (text.to_owned(), false),
+    };
+    let prefixed = joined.starts_with("0x") || joined.starts_with("0X");
+    let bare_hex = !prefixed
+        && !joined.is_empty()
+        && joined.chars().all(|c| c.is_ascii_hexdigit())
+        && (backtick || joined.chars().any(|c| c.is_ascii_alphabetic()));
+    if bare_hex {
+        return u64::from_str_radix(&joined, 16)
+            .map_err(|_| usage!("{what} `{text}` does not fit in 64 bits"));
+    }
+    parse_number(&joined, what).map_err(|Usage(m)| Usage(m.replace(&joined, text)))
+}
+
+fn parse_value(text: &str) -> Result<u64, Usage> {
+    parse_debugger_number(text, "value")
+}
+
 fn parse_msr(text: &str) -> Result<Msr, Usage> {
-    if text.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+') || text.is_empty() {
-        let value = parse_number(text, "MSR number")?;
-        let number = u32::try_from(value)
-            .map_err(|_| usage!("MSR number `{text}` does not fit in 32 bits"))?;
+    let upper = text.to_ascii_uppercase();
+    let prefixed = format!("IA32_{upper}");
+    if let Some((_, number)) = known_msrs().find(|&(name, _)| name == upper || name == prefixed) {
         return Ok(Msr {
             number,
             name: name_of(number),
         });
     }
-    let upper = text.to_ascii_uppercase();
-    let prefixed = format!("IA32_{upper}");
-    known_msrs()
-        .find(|&(name, _)| name == upper || name == prefixed)
-        .map(|(_, number)| Msr {
-            number,
-            name: name_of(number),
-        })
-        .ok_or_else(|| {
-            usage!("unknown MSR name `{text}` (`pulse msrs` lists the names; or give the number)")
-        })
+    let looks_numeric = text.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+')
+        || (!text.is_empty() && text.chars().all(|c| c.is_ascii_hexdigit()));
+    if !looks_numeric {
+        return Err(usage!(
+            "unknown MSR name `{text}` (`pulse msrs --all-names` lists the names; or give the number)"
+        ));
+    }
+    let value = parse_debugger_number(text, "MSR number")?;
+    let number =
+        u32::try_from(value).map_err(|_| usage!("MSR number `{text}` does not fit in 32 bits"))?;
+    Ok(Msr {
+        number,
+        name: name_of(number),
+    })
 }
 
 fn parse_u32_option(text: &str, option: &str) -> Result<u32, Usage> {
@@ -225,6 +356,20 @@ fn parse_u32_option(text: &str, option: &str) -> Result<u32, Usage> {
     }
 }
 
+fn parse_field(text: &str) -> Result<Field, Usage> {
+    let bad = || usage!("-f needs HI:LO with 63 >= HI >= LO >= 0, not `{text}`");
+    let (hi, lo) = text.split_once(':').ok_or_else(bad)?;
+    let hi = parse_number(hi, "-f").map_err(|_| bad())?;
+    let lo = parse_number(lo, "-f").map_err(|_| bad())?;
+    if hi > 63 || lo > hi {
+        return Err(bad());
+    }
+    Ok(Field {
+        hi: hi as u32,
+        lo: lo as u32,
+    })
+}
+
 /// True for an argument that is an option rather than an operand. A
 /// leading `-` followed by a digit is a (negative) number, left to the
 /// number parser to refuse.
@@ -232,17 +377,29 @@ fn is_option(arg: &str) -> bool {
     arg.len() > 1 && arg.starts_with('-') && !arg[1..].starts_with(|c: char| c.is_ascii_digit())
 }
 
+/// Where the arguments come from: the `pulse` command line, or one line of
+/// `pulse shell` (which may not change the connection or nest a shell).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    CommandLine,
+    ShellLine,
+}
+
 fn parse_args(args: &[String], env_transport: Option<String>) -> Result<(Options, Command), Usage> {
-    let mut options = Options {
-        transport: env_transport.unwrap_or_else(|| "sim".to_owned()),
-        timeout_ms: None,
-        attempts: None,
-        json: false,
-        read_back: false,
-    };
+    let base = Options::new(env_transport.unwrap_or_else(|| "sim".to_owned()));
+    parse_with(args, base, Source::CommandLine)
+}
+
+fn parse_with(
+    args: &[String],
+    mut options: Options,
+    source: Source,
+) -> Result<(Options, Command), Usage> {
     let mut operands: Vec<&str> = Vec::new();
     let mut help = false;
     let mut version = false;
+    let mut all_names = false;
+    let mut formats = 0;
     let mut rest = args.iter();
     let mut only_operands = false;
     while let Some(arg) = rest.next() {
@@ -267,15 +424,41 @@ fn parse_args(args: &[String], env_transport: Option<String>) -> Result<(Options
                     .ok_or_else(|| usage!("{flag} needs a value")),
             }
         };
+        let connection = matches!(flag, "-t" | "--transport" | "--timeout" | "--attempts");
+        if connection && source == Source::ShellLine {
+            return Err(usage!(
+                "{flag} goes on the `pulse` command line, not on a shell line"
+            ));
+        }
         match flag {
             "-t" | "--transport" => options.transport = value(flag)?,
             "--timeout" => options.timeout_ms = Some(parse_u32_option(&value(flag)?, flag)?),
             "--attempts" => options.attempts = Some(parse_u32_option(&value(flag)?, flag)?),
-            "--json" | "--read-back" | "-h" | "--help" | "-V" | "--version" if inline.is_some() => {
+            "-f" | "--field" => options.field = Some(parse_field(&value(flag)?)?),
+            "--set-bits" => options.set_bits = Some(parse_value(&value(flag)?)?),
+            "--clear-bits" => options.clear_bits = Some(parse_value(&value(flag)?)?),
+            "-p" | "--cpu" => {
+                let text = value(flag)?;
+                options.cpus = Cpus::One(parse_number(&text, flag)?);
+            }
+            "--json" | "--read-back" | "-h" | "--help" | "-V" | "--version" | "-x" | "--hex"
+            | "-d" | "--decimal" | "-a" | "--all-cpus" | "--all-names"
+                if inline.is_some() =>
+            {
                 return Err(usage!("{flag} takes no value"));
             }
             "--json" => options.json = true,
             "--read-back" => options.read_back = true,
+            "-x" | "--hex" => {
+                options.format = Format::Hex;
+                formats += 1;
+            }
+            "-d" | "--decimal" => {
+                options.format = Format::Decimal;
+                formats += 1;
+            }
+            "-a" | "--all-cpus" => options.cpus = Cpus::All,
+            "--all-names" => all_names = true,
             "-h" | "--help" => help = true,
             "-V" | "--version" => version = true,
             _ => return Err(usage!("unknown option `{arg}` (see `pulse --help`)")),
@@ -290,16 +473,61 @@ fn parse_args(args: &[String], env_transport: Option<String>) -> Result<(Options
     let command = match operands.as_slice() {
         [] => {
             return Err(usage!(
-                "missing command: wrmsr, rdmsr or msrs (see `pulse --help`)"
+                "missing command: wrmsr, rdmsr, msrs or shell (see `pulse --help`)"
             ))
         }
         ["help"] => Command::Help,
-        ["msrs"] => Command::List,
-        ["wrmsr", msr, value] => Command::Write {
-            msr: parse_msr(msr)?,
-            value: parse_number(value, "value")?,
+        ["msrs"] => Command::List { all_names },
+        ["shell"] if source == Source::CommandLine => Command::Shell { file: None },
+        ["shell", file] if source == Source::CommandLine => Command::Shell {
+            file: Some((*file).to_owned()),
         },
-        ["wrmsr", ..] => return Err(usage!("usage: pulse wrmsr MSR VALUE")),
+        ["shell", ..] if source == Source::ShellLine => {
+            return Err(usage!("`shell` cannot be nested"));
+        }
+        ["wrmsr", msr, value] => {
+            let msr = parse_msr(msr)?;
+            let value = parse_value(value)?;
+            if options.set_bits.is_some() || options.clear_bits.is_some() {
+                return Err(usage!(
+                    "--set-bits/--clear-bits replace VALUE: give one or the other"
+                ));
+            }
+            let op = match options.field {
+                Some(field) => {
+                    if field.width() < 64 && value >> field.width() != 0 {
+                        return Err(usage!(
+                            "value {value:#x} does not fit in the {}-bit field {}",
+                            field.width(),
+                            field.text()
+                        ));
+                    }
+                    WriteOp::Modify {
+                        set: value << field.lo,
+                        clear: field.mask(),
+                    }
+                }
+                None => WriteOp::Value(value),
+            };
+            Command::Write { msr, op }
+        }
+        ["wrmsr", msr] if options.set_bits.is_some() || options.clear_bits.is_some() => {
+            if options.field.is_some() {
+                return Err(usage!("-f and --set-bits/--clear-bits exclude each other"));
+            }
+            Command::Write {
+                msr: parse_msr(msr)?,
+                op: WriteOp::Modify {
+                    set: options.set_bits.unwrap_or(0),
+                    clear: options.clear_bits.unwrap_or(0),
+                },
+            }
+        }
+        ["wrmsr", ..] => {
+            return Err(usage!(
+                "usage: pulse wrmsr MSR VALUE, or pulse wrmsr MSR --set-bits MASK --clear-bits MASK"
+            ))
+        }
         ["rdmsr", msrs @ ..] if !msrs.is_empty() => Command::Read {
             msrs: msrs
                 .iter()
@@ -310,17 +538,52 @@ fn parse_args(args: &[String], env_transport: Option<String>) -> Result<(Options
         ["msrs" | "help", extra, ..] => return Err(usage!("unexpected argument `{extra}`")),
         [other, ..] => {
             return Err(usage!(
-                "unknown command `{other}` (expected wrmsr, rdmsr or msrs)"
+                "unknown command `{other}` (expected wrmsr, rdmsr, msrs or shell)"
             ))
         }
     };
     if let Err(e) = TransportSpec::parse(&options.transport) {
         return Err(usage!("invalid transport `{}`: {e}", options.transport));
     }
-    if options.read_back && !matches!(command, Command::Write { .. }) {
+    let is_write = matches!(command, Command::Write { .. });
+    let is_read = matches!(command, Command::Read { .. });
+    if options.read_back && !is_write {
         return Err(usage!("--read-back only goes with wrmsr"));
     }
+    if (options.set_bits.is_some() || options.clear_bits.is_some()) && !is_write {
+        return Err(usage!("--set-bits/--clear-bits only go with wrmsr"));
+    }
+    if options.field.is_some() && !is_write && !is_read {
+        return Err(usage!("-f only goes with rdmsr and wrmsr"));
+    }
+    if formats > 1 {
+        return Err(usage!("-x and -d exclude each other"));
+    }
+    if formats > 0 && options.json {
+        return Err(usage!("-x/-d and --json exclude each other"));
+    }
+    if all_names && !matches!(command, Command::List { .. }) {
+        return Err(usage!("--all-names only goes with msrs"));
+    }
+    if all_names && options.cpus != Cpus::Current {
+        return Err(usage!("--all-names needs no debuggee: -p/-a do not apply"));
+    }
     Ok((options, command))
+}
+
+/// CPU targeting (`PsSwitchCpu`, `PsWriteMsrAllCpus`, DESIGN.md 1.1) is not
+/// in this libpulse yet: CPU 0, current after the engine is created, is the
+/// only one reachable. The one place that will switch CPUs once it is.
+fn select_cpus(cpus: Cpus) -> Result<(), Usage> {
+    match cpus {
+        Cpus::Current | Cpus::One(0) => Ok(()),
+        Cpus::One(n) => Err(usage!(
+            "-p {n}: CPU targeting is not supported by this libpulse yet (only CPU 0)"
+        )),
+        Cpus::All => Err(usage!(
+            "-a: CPU targeting is not supported by this libpulse yet (only CPU 0)"
+        )),
+    }
 }
 
 /// A JSON string literal.
@@ -352,11 +615,26 @@ struct Outcome<'a> {
     op: &'static str,
     msr: Option<Msr>,
     transport: Option<&'a str>,
+    /// For a read-modify-write: the value read.
+    old: Option<u64>,
     value: Option<u64>,
+    field: Option<Field>,
     status: Status,
 }
 
-impl Outcome<'_> {
+impl<'a> Outcome<'a> {
+    fn on(op: &'static str, msr: Msr, status: Status) -> Outcome<'a> {
+        Outcome {
+            op,
+            msr: Some(msr),
+            transport: None,
+            old: None,
+            value: None,
+            field: None,
+            status,
+        }
+    }
+
     fn json(&self) -> String {
         let mut out = format!("{{\"op\":{}", json_str(self.op));
         if let Some(transport) = self.transport {
@@ -374,8 +652,19 @@ impl Outcome<'_> {
             json_str(status_name(self.status)),
             self.status.0
         );
+        if let Some(old) = self.old {
+            let _ = write!(out, ",\"old\":\"{old:#018x}\"");
+        }
         if let Some(value) = self.value {
             let _ = write!(out, ",\"value\":\"{value:#018x}\"");
+            if let (Some(field), "rdmsr") = (self.field, self.op) {
+                let _ = write!(
+                    out,
+                    ",\"field\":\"{}\",\"field_value\":\"{:#x}\"",
+                    field.text(),
+                    field.extract(value)
+                );
+            }
         }
         if !self.status.is_success() {
             let _ = write!(out, ",\"message\":{}", json_str(self.status.meaning()));
@@ -386,13 +675,19 @@ impl Outcome<'_> {
 
     /// The human line: on stdout for a success, on stderr for a failure.
     fn text(&self) -> String {
-        let what = match (self.op, self.msr, self.value) {
-            ("wrmsr", Some(msr), Some(value)) => format!("{} <- {value:#018x}", msr.label()),
-            ("rdmsr", Some(msr), Some(value)) if self.status.is_success() => {
-                return format!("{} = {value:#018x}", msr.label());
+        let what = match (self.op, self.msr, self.old, self.value) {
+            ("rdmsr", Some(msr), _, Some(value)) if self.status.is_success() => {
+                return match self.field {
+                    Some(f) => format!("{} [{}] = {:#x}", msr.label(), f.text(), f.extract(value)),
+                    None => format!("{} = {value:#018x}", msr.label()),
+                };
             }
-            (op, Some(msr), _) => format!("{op} {}", msr.label()),
-            (op, None, _) => format!("{op} `{}`", self.transport.unwrap_or("?")),
+            ("rmw", Some(msr), Some(old), Some(new)) => {
+                format!("{}: {old:#018x} -> {new:#018x}", msr.label())
+            }
+            ("wrmsr", Some(msr), _, Some(value)) => format!("{} <- {value:#018x}", msr.label()),
+            (op, Some(msr), _, _) => format!("{op} {}", msr.label()),
+            (op, None, _, _) => format!("{op} `{}`", self.transport.unwrap_or("?")),
         };
         if self.status.is_success() {
             format!("{what}: {}", status_name(self.status))
@@ -401,31 +696,75 @@ impl Outcome<'_> {
             format!("pulse: {what}: {}", self.status)
         }
     }
+
+    /// The value-only line of -x/-d for a success, if this result has one.
+    fn bare(&self, format: Format) -> Option<String> {
+        let shown = |value: u64, bits: u32| match format {
+            Format::Hex => format!("{value:#0width$x}", width = bits.div_ceil(4) as usize + 2),
+            _ => value.to_string(),
+        };
+        match (self.op, self.old, self.value) {
+            ("rdmsr", _, Some(value)) => Some(match self.field {
+                Some(f) => shown(f.extract(value), f.width()),
+                None => shown(value, 64),
+            }),
+            ("rmw", Some(old), Some(new)) => Some(format!("{} {}", shown(old, 64), shown(new, 64))),
+            _ => None,
+        }
+    }
 }
 
 /// Prints results; remembers the first failure for the exit status. Output
 /// errors (a closed pipe) end the printing quietly; the status still counts.
 struct Printer {
     json: bool,
-    first_failure: Option<Status>,
+    format: Format,
+    first_failure: Option<u8>,
 }
 
 impl Printer {
     fn report(&mut self, outcome: &Outcome) {
         if !outcome.status.is_success() && self.first_failure.is_none() {
-            self.first_failure = Some(outcome.status);
+            self.first_failure = Some(exit_code(outcome.status));
         }
         if self.json {
             let _ = writeln!(io::stdout().lock(), "{}", outcome.json());
-        } else if outcome.status.is_success() {
-            let _ = writeln!(io::stdout().lock(), "{}", outcome.text());
-        } else {
+        } else if !outcome.status.is_success() {
             let _ = writeln!(io::stderr().lock(), "{}", outcome.text());
+        } else if self.format == Format::Labelled {
+            let _ = writeln!(io::stdout().lock(), "{}", outcome.text());
+        } else if let Some(line) = outcome.bare(self.format) {
+            // -x/-d: values only; a plain write prints nothing, as wrmsr.
+            let _ = writeln!(io::stdout().lock(), "{line}");
         }
     }
 
+    /// A command-line (or shell-line) error: one line, or one JSON object.
+    fn usage(&mut self, Usage(message): &Usage, line: Option<usize>) {
+        if self.first_failure.is_none() {
+            self.first_failure = Some(EXIT_USAGE);
+        }
+        print_usage_error(self.json, message, line);
+    }
+
     fn exit(&self) -> u8 {
-        self.first_failure.map_or(0, exit_code)
+        self.first_failure.unwrap_or(0)
+    }
+}
+
+/// With `--json`, an error of the command line is a JSON object on stdout
+/// too (`op` "usage"), so a consumer of the output sees every failure.
+fn print_usage_error(json: bool, message: &str, line: Option<usize>) {
+    if json {
+        let at = line.map_or(String::new(), |n| format!(",\"line\":{n}"));
+        let _ = writeln!(
+            io::stdout().lock(),
+            "{{\"op\":\"usage\"{at},\"message\":{}}}",
+            json_str(message)
+        );
+    } else {
+        let at = line.map_or(String::new(), |n| format!("line {n}: "));
+        let _ = writeln!(io::stderr().lock(), "pulse: {at}{message}");
     }
 }
 
@@ -436,11 +775,7 @@ fn status_of<T>(result: &Result<T, Status>) -> Status {
     }
 }
 
-fn run_engine(options: &Options, command: &Command) -> u8 {
-    let mut printer = Printer {
-        json: options.json,
-        first_failure: None,
-    };
+fn open_engine(options: &Options, printer: &mut Printer) -> Option<Engine> {
     let mut config = EngineConfig::new(&options.transport);
     if let Some(ms) = options.timeout_ms {
         config.request_timeout = Duration::from_millis(u64::from(ms));
@@ -448,75 +783,206 @@ fn run_engine(options: &Options, command: &Command) -> u8 {
     if let Some(attempts) = options.attempts {
         config.max_attempts = attempts;
     }
-    let engine = match Engine::open(&config) {
-        Ok(engine) => engine,
+    match Engine::open(&config) {
+        Ok(engine) => Some(engine),
         Err(status) => {
             printer.report(&Outcome {
                 op: "open",
                 msr: None,
                 transport: Some(&options.transport),
+                old: None,
                 value: None,
+                field: None,
                 status,
             });
-            return printer.exit();
+            None
         }
-    };
+    }
+}
+
+/// Runs one command on an open engine, reporting every result.
+fn execute(engine: &Engine, options: &Options, command: &Command, printer: &mut Printer) {
+    printer.format = options.format;
+    if let Err(usage) = select_cpus(options.cpus) {
+        printer.usage(&usage, None);
+        return;
+    }
     match command {
-        Command::Write { msr, value } => {
+        Command::Write {
+            msr,
+            op: WriteOp::Value(value),
+        } => {
             let status = status_of(&engine.write_msr(msr.number, *value));
             printer.report(&Outcome {
-                op: "wrmsr",
-                msr: Some(*msr),
-                transport: None,
                 value: Some(*value),
-                status,
+                ..Outcome::on("wrmsr", *msr, status)
             });
             if options.read_back && status.is_success() {
-                read_one(&engine, *msr, &mut printer);
+                read_one(engine, *msr, options.field, printer);
+            }
+        }
+        Command::Write {
+            msr,
+            op: WriteOp::Modify { set, clear },
+        } => {
+            // One read and one write; the result names both values.
+            let old = match engine.read_msr(msr.number) {
+                Ok(old) => old,
+                Err(status) => {
+                    printer.report(&Outcome::on("rmw", *msr, status));
+                    return;
+                }
+            };
+            let new = (old & !clear) | set;
+            let status = status_of(&engine.write_msr(msr.number, new));
+            printer.report(&Outcome {
+                old: Some(old),
+                value: Some(new),
+                ..Outcome::on("rmw", *msr, status)
+            });
+            if options.read_back && status.is_success() {
+                read_one(engine, *msr, options.field, printer);
             }
         }
         Command::Read { msrs } => {
             for msr in msrs {
-                read_one(&engine, *msr, &mut printer);
+                read_one(engine, *msr, options.field, printer);
             }
         }
-        Command::List | Command::Help | Command::Version => {}
+        Command::List { .. } => probe_msrs(engine, printer),
+        Command::Shell { .. } | Command::Help | Command::Version => {}
+    }
+}
+
+fn read_one(engine: &Engine, msr: Msr, field: Option<Field>, printer: &mut Printer) {
+    let result = engine.read_msr(msr.number);
+    printer.report(&Outcome {
+        value: result.as_ref().ok().copied(),
+        field,
+        ..Outcome::on("rdmsr", msr, status_of(&result))
+    });
+}
+
+/// `pulse msrs`: the named MSRs the debuggee has, each probed with a read
+/// (#GP = absent). Any other failure ends the probe with its status.
+fn probe_msrs(engine: &Engine, printer: &mut Printer) {
+    let mut out = String::new();
+    for (name, number) in known_msrs() {
+        match engine.read_msr(number) {
+            Ok(value) => list_line(&mut out, name, number, Some(value), printer.json),
+            Err(Status::EXCEPTION_GENERAL_PROTECTION) => {}
+            Err(status) => {
+                let _ = io::stdout().lock().write_all(out.as_bytes());
+                printer.report(&Outcome::on(
+                    "rdmsr",
+                    Msr {
+                        number,
+                        name: Some(name),
+                    },
+                    status,
+                ));
+                return;
+            }
+        }
+    }
+    let _ = io::stdout().lock().write_all(out.as_bytes());
+}
+
+fn list_line(out: &mut String, name: &str, number: u32, value: Option<u64>, json: bool) {
+    let applied = GUEST_APPLIED.contains(&number);
+    if json {
+        let value = value.map_or(String::new(), |v| format!(",\"value\":\"{v:#018x}\""));
+        let _ = writeln!(
+            out,
+            "{{\"msr\":\"{number:#010x}\",\"name\":{},\"guest_applied\":{applied}{value}}}",
+            json_str(name)
+        );
+    } else {
+        let note = if applied {
+            "  (a write is applied to the guest)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "{number:#010x}  {name}{note}");
+    }
+}
+
+/// `pulse msrs --all-names`: every name pulse knows, no debuggee needed.
+fn list_names(json: bool) -> u8 {
+    let mut out = String::new();
+    for (name, number) in known_msrs() {
+        list_line(&mut out, name, number, None, json);
+    }
+    let _ = io::stdout().lock().write_all(out.as_bytes());
+    0
+}
+
+/// `pulse shell`: one engine, then one command per line from FILE or
+/// stdin. Blank lines and `#` comments are skipped; `quit`/`exit` end it.
+/// A bad line is reported and the next one runs; the first failure sets the
+/// exit status.
+fn run_shell(options: &Options, file: Option<&str>) -> u8 {
+    let mut printer = Printer {
+        json: options.json,
+        format: options.format,
+        first_failure: None,
+    };
+    let input: Box<dyn BufRead> = match file {
+        Some("-") | None => Box::new(io::stdin().lock()),
+        Some(path) => match std::fs::File::open(path) {
+            Ok(f) => Box::new(io::BufReader::new(f)),
+            Err(e) => {
+                printer.usage(&usage!("cannot read `{path}`: {e}"), None);
+                return printer.exit();
+            }
+        },
+    };
+    let prompt = file.is_none() && io::stdin().is_terminal();
+    let Some(engine) = open_engine(options, &mut printer) else {
+        return printer.exit();
+    };
+    let mut lines = input.lines();
+    let mut number = 0;
+    loop {
+        if prompt {
+            let _ = write!(io::stderr().lock(), "pulse> ");
+            let _ = io::stderr().flush();
+        }
+        let Some(line) = lines.next() else { break };
+        number += 1;
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                printer.usage(&usage!("cannot read the input: {e}"), Some(number));
+                break;
+            }
+        };
+        let text = line.split('#').next().unwrap_or("").trim();
+        let words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
+        match words.first().map(String::as_str) {
+            None => continue,
+            Some("quit" | "exit") => break,
+            Some(_) => {}
+        }
+        match parse_with(&words, options.clone(), Source::ShellLine) {
+            Ok((_, Command::Help)) => {
+                let _ = io::stdout().lock().write_all(help_text().as_bytes());
+            }
+            Ok((_, Command::Version)) => print_version(),
+            Ok((line_options, command)) => execute(&engine, &line_options, &command, &mut printer),
+            Err(usage) => printer.usage(&usage, Some(number)),
+        }
     }
     printer.exit()
 }
 
-fn read_one(engine: &Engine, msr: Msr, printer: &mut Printer) {
-    let result = engine.read_msr(msr.number);
-    printer.report(&Outcome {
-        op: "rdmsr",
-        msr: Some(msr),
-        transport: None,
-        value: result.as_ref().ok().copied(),
-        status: status_of(&result),
-    });
-}
-
-fn list_msrs(json: bool) -> u8 {
-    let mut out = String::new();
-    for (name, number) in known_msrs() {
-        let applied = GUEST_APPLIED.contains(&number);
-        if json {
-            let _ = writeln!(
-                out,
-                "{{\"msr\":\"{number:#010x}\",\"name\":{},\"guest_applied\":{applied}}}",
-                json_str(name)
-            );
-        } else {
-            let note = if applied {
-                "  (a write is applied to the guest)"
-            } else {
-                ""
-            };
-            let _ = writeln!(out, "{number:#010x}  {name}{note}");
-        }
-    }
-    let _ = io::stdout().lock().write_all(out.as_bytes());
-    0
+fn print_version() {
+    let _ = writeln!(
+        io::stdout().lock(),
+        "pulse {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        env!("PULSE_SONAME")
+    );
 }
 
 fn run(args: &[String]) -> u8 {
@@ -526,7 +992,9 @@ fn run(args: &[String]) -> u8 {
     let (options, command) = match parse_args(args, env_transport) {
         Ok(parsed) => parsed,
         Err(Usage(message)) => {
-            let _ = writeln!(io::stderr().lock(), "pulse: {message}");
+            // The line could not be parsed, so look for --json by hand.
+            let json = args.iter().any(|a| a == "--json");
+            print_usage_error(json, &message, None);
             return EXIT_USAGE;
         }
     };
@@ -536,16 +1004,28 @@ fn run(args: &[String]) -> u8 {
             0
         }
         Command::Version => {
-            let _ = writeln!(
-                io::stdout().lock(),
-                "pulse {} ({})",
-                env!("CARGO_PKG_VERSION"),
-                env!("PULSE_SONAME")
-            );
+            print_version();
             0
         }
-        Command::List => list_msrs(options.json),
-        Command::Write { .. } | Command::Read { .. } => run_engine(&options, &command),
+        Command::List { all_names: true } => list_names(options.json),
+        Command::Shell { ref file } => run_shell(&options, file.as_deref()),
+        Command::Write { .. } | Command::Read { .. } | Command::List { .. } => {
+            let mut printer = Printer {
+                json: options.json,
+                format: options.format,
+                first_failure: None,
+            };
+            // A CPU this libpulse cannot reach is a usage error, found
+            // before connecting.
+            if let Err(usage) = select_cpus(options.cpus) {
+                printer.usage(&usage, None);
+                return printer.exit();
+            }
+            if let Some(engine) = open_engine(&options, &mut printer) {
+                execute(&engine, &options, &command, &mut printer);
+            }
+            printer.exit()
+        }
     }
 }
 
@@ -653,7 +1133,13 @@ mod tests {
         let (o, c) = parse_args(&args(&["wrmsr", "IA32_LSTAR", "0x10", "--json"]), None).unwrap();
         assert!(o.json);
         assert_eq!(o.transport, "sim");
-        assert!(matches!(c, Command::Write { value: 16, .. }));
+        assert!(matches!(
+            c,
+            Command::Write {
+                op: WriteOp::Value(16),
+                ..
+            }
+        ));
         let (o, _) = parse_args(
             &args(&["--transport=tcp:h:1", "--timeout", "50", "rdmsr", "0x10"]),
             None,
@@ -679,6 +1165,121 @@ mod tests {
         ] {
             assert!(parse_args(&args(bad), None).is_err(), "accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn debugger_numbers() {
+        // Bare hex with a letter, as WinDbg/HyperDbg; digits stay decimal.
+        assert_eq!(parse_msr("c0000082").unwrap().number, 0xC000_0082);
+        assert_eq!(parse_msr("C0000082").unwrap().name, Some("IA32_LSTAR"));
+        assert_eq!(parse_msr("1d9").unwrap().number, 0x1D9);
+        assert_eq!(parse_msr("372").unwrap().number, 372);
+        assert_eq!(
+            parse_value("fffff80012345000").unwrap(),
+            0xFFFF_F800_1234_5000
+        );
+        assert_eq!(
+            parse_value("fffff800`12345000").unwrap(),
+            0xFFFF_F800_1234_5000
+        );
+        assert_eq!(
+            parse_value("0xfffff800`12345000").unwrap(),
+            0xFFFF_F800_1234_5000
+        );
+        assert_eq!(parse_value("00000000`00000010").unwrap(), 0x10);
+        assert_eq!(parse_value("10").unwrap(), 10);
+        for bad in ["1`2`3", "`", "12abx", "fffff8001234500000", "0x1g", "-c0"] {
+            assert!(parse_value(bad).is_err(), "accepted {bad:?}");
+        }
+        // Names win over hex spellings; no name is all hex digits anyway.
+        assert_eq!(parse_msr("efer").unwrap().number, 0xC000_0080);
+        assert!(parse_msr("ccccccccc").is_err());
+    }
+
+    #[test]
+    fn fields() {
+        let f = parse_field("15:12").unwrap();
+        assert_eq!(f.mask(), 0xF000);
+        assert_eq!(f.extract(0xFFFF_F800_1234_5000), 5);
+        assert_eq!(parse_field("63:0").unwrap().mask(), u64::MAX);
+        assert_eq!(parse_field("0:0").unwrap().mask(), 1);
+        assert_eq!(parse_field("63:63").unwrap().mask(), 1 << 63);
+        for bad in ["64:0", "3:4", "3", "a:b", "3:", ":3", "-1:0"] {
+            assert!(parse_field(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn read_modify_write_and_fields_on_the_command_line() {
+        let (_, c) = parse_args(
+            &args(&[
+                "wrmsr",
+                "IA32_DEBUGCTL",
+                "--set-bits",
+                "0x1",
+                "--clear-bits",
+                "2",
+            ]),
+            None,
+        )
+        .unwrap();
+        assert!(matches!(
+            c,
+            Command::Write {
+                op: WriteOp::Modify { set: 1, clear: 2 },
+                ..
+            }
+        ));
+        let (_, c) = parse_args(&args(&["wrmsr", "-f", "7:4", "0x277", "0xa"]), None).unwrap();
+        assert!(matches!(
+            c,
+            Command::Write {
+                op: WriteOp::Modify {
+                    set: 0xA0,
+                    clear: 0xF0
+                },
+                ..
+            }
+        ));
+        for bad in [
+            &["wrmsr", "0x277", "1", "--set-bits", "1"][..],
+            &["wrmsr", "0x277"],
+            &["wrmsr", "-f", "3:0", "0x277", "0x10"],
+            &["wrmsr", "-f", "3:0", "0x277", "--set-bits", "1"],
+            &["rdmsr", "0x10", "--clear-bits", "1"],
+            &["-x", "-d", "rdmsr", "0x10"],
+            &["-x", "--json", "rdmsr", "0x10"],
+            &["msrs", "-f", "3:0"],
+            &["rdmsr", "0x10", "--all-names"],
+            &["-p", "x", "rdmsr", "0x10"],
+        ] {
+            assert!(parse_args(&args(bad), None).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn shell_lines_cannot_change_the_connection() {
+        let base = Options::new("sim".into());
+        for bad in [
+            &["-t", "sim", "rdmsr", "0x10"][..],
+            &["--timeout", "5", "rdmsr", "0x10"],
+            &["shell"],
+        ] {
+            assert!(
+                parse_with(&args(bad), base.clone(), Source::ShellLine).is_err(),
+                "accepted {bad:?}"
+            );
+        }
+        let (o, _) = parse_with(&args(&["rdmsr", "-x", "0x10"]), base, Source::ShellLine).unwrap();
+        assert_eq!(o.format, Format::Hex);
+    }
+
+    #[test]
+    fn cpus_beyond_0_are_refused_until_libpulse_targets_cpus() {
+        assert!(select_cpus(Cpus::Current).is_ok());
+        assert!(select_cpus(Cpus::One(0)).is_ok());
+        assert!(select_cpus(Cpus::One(1)).is_err());
+        assert!(select_cpus(Cpus::All).is_err());
     }
 
     #[test]
