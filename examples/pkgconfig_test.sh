@@ -2,7 +2,7 @@
 # Builds wrmsr.c against an installed libpulse exactly as a user would,
 # through pkg-config, and runs it: once against the shared library (which
 # must be recorded by its soname and found in the prefix, not in the build
-# tree) and once statically against libpulse.a with Libs.private.
+# tree) and once statically against libpulse.a through pulse-static.pc.
 #
 # Usage: pkgconfig_test.sh PREFIX EXAMPLES_DIR WORK_DIR VERSION
 # (PREFIX filled by scripts/install.sh --prefix PREFIX; run by ctest when
@@ -39,11 +39,15 @@ LD_LIBRARY_PATH= ldd "$work/wrmsr_shared" | grep -q "$soname => $libdir/" \
     || fail "wrmsr_shared does not load $soname from $libdir"
 "$work/wrmsr_shared"
 
-# Static: libpulse.a and the system libraries of Libs.private.
-static_libs=$($PKG_CONFIG --static --libs-only-l pulse | sed 's/-lpulse\( \|$\)//')
+# Static: `pkg-config --static --libs pulse-static` names libpulse.a and the
+# system libraries of Libs.private. (With the .so beside it, -lpulse from
+# pulse.pc would pick the .so whatever --static says.)
+$PKG_CONFIG --exists pulse-static || fail "pkg-config does not find pulse-static"
+static_libs=$($PKG_CONFIG --static --libs pulse-static)
+case " $static_libs " in *" $libdir/libpulse.a "*) ;; *) fail "pulse-static libs '$static_libs' do not name $libdir/libpulse.a" ;; esac
 # shellcheck disable=SC2086
 $CC -std=c99 -Wall -Wextra -Werror -pedantic -o "$work/wrmsr_static" "$src/wrmsr.c" \
-    $cflags "$libdir/libpulse.a" $static_libs
+    $($PKG_CONFIG --cflags pulse-static) $static_libs
 if readelf -d "$work/wrmsr_static" | grep -q "NEEDED.*libpulse"; then
     fail "wrmsr_static depends on libpulse.so"
 fi
