@@ -58,6 +58,8 @@ cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 echo "== cargo clippy (workspace, hv-stub image)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 (cd hv-stub/image && cargo clippy --quiet -- -D warnings)
+echo "== fuzz targets (built with stable, no sanitizers; cargo +nightly fuzz run TARGET runs one)"
+cargo build --quiet --manifest-path fuzz/Cargo.toml --bins
 echo "== cargo test"
 cargo test --workspace
 echo "== C examples (CMake + ctest: examples, ASan/UBSan variants, installed copy via pkg-config, Bochs)"

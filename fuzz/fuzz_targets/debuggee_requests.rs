@@ -9,15 +9,19 @@ use hv_stub::sim::SimTarget;
 use hv_stub::CpuCaps;
 use libfuzzer_sys::fuzz_target;
 use pulse_proto::encode_frame;
+use pulse_proto::message::kind;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&profile, mut rest)) = data.split_first() else {
         return;
     };
     let cpu = CpuCaps::PROFILES[usize::from(profile) % CpuCaps::PROFILES.len()];
-    // Seed 0: the first handshake opens session 1, which `% 4` below reaches.
     let mut target = SimTarget::new(cpu, 0);
     let mut sink = |_: &[u8]| {};
+    // Sessions are random and a session's SEQs count from its Hello's, so
+    // frames may name "the current session" and "the Hello's SEQ + n" to
+    // reach the request path.
+    let mut hello_seq = 0u16;
     while rest.len() >= 5 {
         let (head, tail) = rest.split_at(5);
         let len = usize::from(head[4] % 16).min(tail.len());
@@ -28,8 +32,23 @@ fuzz_target!(|data: &[u8]| {
             target.receive(payload, &mut sink);
             continue;
         }
-        let seq = u16::from_le_bytes([head[2], head[3]]);
-        let frame = encode_frame(head[0] % 4, head[1] % 4, seq, payload);
+        if head[0] & 0x0F == 0x0E {
+            target.stub_mut().line_idle();
+            continue;
+        }
+        let frame_kind = head[0] % 4;
+        let session = match head[1] % 4 {
+            0 => target.stub().session().unwrap_or(0),
+            _ => head[1] / 4,
+        };
+        let mut seq = u16::from_le_bytes([head[2], head[3]]);
+        if head[0] & 0x40 != 0 {
+            seq = hello_seq.wrapping_add(u16::from(head[2]));
+        }
+        if frame_kind == kind::HELLO {
+            hello_seq = seq;
+        }
+        let frame = encode_frame(frame_kind, session, seq, payload);
         target.receive(frame.as_bytes(), &mut sink);
     }
     assert_eq!(target.last_entry_failure(), None);
