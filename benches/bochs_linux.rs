@@ -3,15 +3,17 @@
 //!     cargo bench --bench bochs_linux [-- ROUNDS] [--bare-only]
 //!
 //! Each round boots Debian's cloud kernel with the linux-guest initramfs
-//! bare (run-bare.sh) and then as hv-stub's guest (run-bochs.sh -k/-r), same
-//! kernel, same Bochs CPU model, ips, clock and memory, and records: wall
-//! time from Bochs's start to init's first line and to `LINUX READY`; the
-//! busy loop's rate (iterations per wall second, timed by the host between
-//! `LINUX LOOP BEGIN` and the result line, and per second of the guest's own
-//! clock); under hv-stub, write and read round trips per second through
-//! `pulse::Engine` to the running Linux, beside the same writes to hv-stub's
-//! observer guest (its Bochs settings) booted in the same round.
-//! Rounds alternate so machine noise hits all alike; min/median/max per row.
+//! bare (run-bare.sh) and then as hv-stub's guest (run-bochs.sh -k/-r): same
+//! kernel and command line, same Bochs CPU model, ips, clock and memory. It
+//! records the time from Bochs's start to init's first line and to
+//! `LINUX READY`, in wall seconds and in CPU seconds of the Bochs process
+//! (barely affected by other load on the machine); the busy loop's rate per
+//! wall second (the host times `LINUX LOOP BEGIN` to the result line), per
+//! Bochs CPU second and per second of the guest's own clock; and, under
+//! hv-stub, write and read round trips per second through `pulse::Engine`
+//! to the running Linux, beside the same calls to hv-stub's observer guest
+//! (with its own Bochs settings) booted in the same round. Rounds alternate
+//! so machine noise hits all alike; rows give min / median / max.
 
 #[path = "../tests/bochs/mod.rs"]
 mod bochs;
@@ -25,14 +27,20 @@ use pulse::Engine;
 
 /// Round trips per link row.
 const N: u32 = 300;
-/// Busy-loop measurements per boot (kernel command-line word for init).
-const LOOPS: &str = "pulse_loops=3";
+/// What run-bare.sh's disk gives the kernel besides its console: the same
+/// options and three busy-loop measurements per boot (pulse_loops, for init).
+const CMDLINE: &str = "nokaslr tsc=reliable no_timer_check pulse_loops=3";
 
 #[derive(Default)]
 struct Rows {
     to_init: Vec<f64>,
     to_ready: Vec<f64>,
+    /// The same two in CPU seconds of the Bochs process.
+    to_init_cpu: Vec<f64>,
+    to_ready_cpu: Vec<f64>,
     loop_wall: Vec<f64>,
+    /// Iterations per CPU second of the Bochs process.
+    loop_cpu: Vec<f64>,
     loop_guest: Vec<f64>,
     writes: Vec<f64>,
     reads: Vec<f64>,
@@ -43,6 +51,7 @@ fn measure_guest(vm: &Bochs, start: Instant, rows: &mut Rows) {
     let first = linux::wait_report(vm, 0, linux::READY_TIMEOUT, |_| true)
         .unwrap_or_else(|e| panic!("no line from init: {e}"));
     rows.to_init.push(start.elapsed().as_secs_f64());
+    rows.to_init_cpu.push(cpu(vm));
     let mut from = first;
     loop {
         let i = linux::wait_report(vm, from, linux::READY_TIMEOUT, |r| {
@@ -50,8 +59,10 @@ fn measure_guest(vm: &Bochs, start: Instant, rows: &mut Rows) {
         })
         .unwrap_or_else(|e| panic!("{e}"));
         let began = Instant::now();
+        let began_cpu = cpu(vm);
         if linux::parse(&vm.lines()[i]) == Some(Report::Ready) {
             rows.to_ready.push(start.elapsed().as_secs_f64());
+            rows.to_ready_cpu.push(began_cpu);
             return;
         }
         let end = linux::wait_report(vm, i, linux::READY_TIMEOUT, |r| {
@@ -59,6 +70,7 @@ fn measure_guest(vm: &Bochs, start: Instant, rows: &mut Rows) {
         })
         .unwrap_or_else(|e| panic!("{e}"));
         let wall = began.elapsed().as_secs_f64();
+        let cpu_seconds = cpu(vm) - began_cpu;
         let Some(Report::Loop {
             per_guest_second,
             iterations,
@@ -68,9 +80,15 @@ fn measure_guest(vm: &Bochs, start: Instant, rows: &mut Rows) {
             unreachable!()
         };
         rows.loop_wall.push(iterations as f64 / wall);
+        rows.loop_cpu.push(iterations as f64 / cpu_seconds);
         rows.loop_guest.push(per_guest_second as f64);
         from = end + 1;
     }
+}
+
+/// CPU seconds Bochs has used so far.
+fn cpu(vm: &Bochs) -> f64 {
+    linux::bochs_cpu_seconds(vm).expect("Bochs's CPU time from /proc")
 }
 
 /// Write then read round trips per second (SYSENTER_ESP: Linux's 64-bit
@@ -100,7 +118,7 @@ fn bare_round(rows: &mut Rows) {
 fn hv_stub_round(rows: &mut Rows) {
     let start = Instant::now();
     let port = free_port();
-    let vm = linux::boot_under_hv_stub(port, LOOPS);
+    let vm = linux::boot_under_hv_stub(port, CMDLINE);
     let engine = open_engine(
         &vm,
         &format!("tcp:127.0.0.1:{port}"),
@@ -167,6 +185,15 @@ fn main() {
     });
     row("Bochs start -> LINUX READY (s)", &|r| {
         spread(&r.to_ready, 1.0, 1)
+    });
+    row("Bochs start -> init's first line (Bochs CPU s)", &|r| {
+        spread(&r.to_init_cpu, 1.0, 1)
+    });
+    row("Bochs start -> LINUX READY (Bochs CPU s)", &|r| {
+        spread(&r.to_ready_cpu, 1.0, 1)
+    });
+    row("busy loop, M iterations per Bochs CPU second", &|r| {
+        spread(&r.loop_cpu, 1e6, 2)
     });
     row("busy loop, M iterations per wall second", &|r| {
         spread(&r.loop_wall, 1e6, 2)

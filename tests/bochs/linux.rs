@@ -244,3 +244,23 @@ pub fn wait_alive_after(vm: &Bochs, n: u64, timeout: Duration) -> Result<usize, 
     wait_report(vm, 0, timeout, |r| matches!(r, Report::Alive(m) if *m > n))
         .map_err(|e| format!("Linux's heartbeat stopped at {n}: {e}"))
 }
+
+/// CPU seconds (user + system) the Bochs process has used so far, read from
+/// /proc: unlike wall time, barely affected by other load on the machine,
+/// so it measures emulation cost. None before the launcher reported Bochs's
+/// id or after Bochs exited.
+pub fn bochs_cpu_seconds(vm: &Bochs) -> Option<f64> {
+    let pid: i32 = fs::read_to_string(vm.workdir.join(super::PGID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // /proc counts in USER_HZ, which is 100 on x86-64.
+    Some(ticks as f64 / 100.0)
+}
