@@ -267,7 +267,11 @@ fn triple_fault_is_reported_and_the_link_still_answers() {
                 return false;
             }
             let engine = engine.get_or_insert_with(|| rx.recv().unwrap());
-            answered = Some(engine.read_msr(0x174)); // IA32_SYSENTER_CS
+            answered = Some((
+                engine.read_msr(0x174), // IA32_SYSENTER_CS
+                engine.read_msr(0x3A),  // IA32_FEATURE_CONTROL
+                engine.read_msr(0x480), // IA32_VMX_BASIC
+            ));
             true
         },
     );
@@ -277,11 +281,18 @@ fn triple_fault_is_reported_and_the_link_still_answers() {
         "{}",
         run.tail()
     );
+    let Some((sysenter_cs, feature_control, vmx_basic)) = answered else {
+        panic!("the run ended before the guest stopped\n{}", run.tail());
+    };
     assert_eq!(
-        answered,
-        Some(Ok(0)),
+        sysenter_cs,
+        Ok(0),
         "the link did not answer after the triple fault"
     );
+    // What a Linux guest sees, the debugger reads: FEATURE_CONTROL locked
+    // with VMX disabled, no VMX capability MSRs.
+    assert_eq!(feature_control.map(|v| v & 0b111), Ok(0b001));
+    assert_eq!(vmx_basic, Err(pulse::Status::EXCEPTION_GENERAL_PROTECTION));
     assert!(!run.status.success());
 }
 

@@ -13,6 +13,9 @@ pub struct RealVmx {
     /// Entries in force (the VMCS count field 0x4014).
     load_count: usize,
     feature_control: u64,
+    /// The guest runs on a processor without VMX (a Linux guest): the VMX
+    /// capability MSRs fault for it, so they fault for the debugger too.
+    hide_vmx_msrs: bool,
 }
 
 impl RealVmx {
@@ -21,13 +24,19 @@ impl RealVmx {
         load_area: &'static mut [MsrEntry],
         load_count: usize,
         feature_control: u64,
+        hide_vmx_msrs: bool,
     ) -> RealVmx {
         RealVmx {
             caps,
             load_area,
             load_count,
             feature_control,
+            hide_vmx_msrs,
         }
+    }
+
+    fn hidden(&self, msr: u32) -> bool {
+        self.hide_vmx_msrs && crate::exits::VMX_MSRS.contains(&msr)
     }
 
     pub fn feature_control(&self) -> u64 {
@@ -57,10 +66,16 @@ impl VmxBackend for RealVmx {
     }
 
     fn rdmsr(&mut self, msr: u32) -> Result<u64, GpFault> {
+        if self.hidden(msr) {
+            return Err(GpFault);
+        }
         cpu::rdmsr_safe(msr)
     }
 
     fn wrmsr(&mut self, msr: u32, value: u64) -> Result<(), GpFault> {
+        if self.hidden(msr) {
+            return Err(GpFault);
+        }
         // SAFETY: the routing sends here the MSRs that are shared by host
         // and guest at this moment: those VM entry never switches, and those
         // whose load control the CPU does not offer. Changing them on a

@@ -482,6 +482,7 @@ pub fn start() -> ! {
         &mut pages.load_area[..],
         load_count,
         feature_control_shadow,
+        kind == GuestKind::Linux,
     );
     let seed = cpu::rdtsc() as u8;
     let guest_caps = match kind {
