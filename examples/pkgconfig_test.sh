@@ -39,6 +39,28 @@ LD_LIBRARY_PATH= ldd "$work/wrmsr_shared" | grep -q "$soname => $libdir/" \
     || fail "wrmsr_shared does not load $soname from $libdir"
 "$work/wrmsr_shared"
 
+# PulseAudio's client library is also libpulse.so (soname libpulse.so.0).
+# Put a stand-in for it on the compiler's default search path (LIBRARY_PATH
+# is searched after -L, as /usr/lib is): a bare -lpulse links theirs and
+# fails, the pkg-config line still links ours (docs/TROUBLESHOOTING.md).
+fake=$work/pulseaudio
+mkdir -p "$fake"
+echo 'int pa_context_new(void) { return 0; }' > "$fake/pa.c"
+$CC -shared -fPIC -o "$fake/libpulse.so.0" -Wl,-soname,libpulse.so.0 "$fake/pa.c"
+ln -sf libpulse.so.0 "$fake/libpulse.so"
+if LIBRARY_PATH=$fake $CC -std=c99 -o "$work/wrmsr_bare" "$src/wrmsr.c" -I"$prefix/include" -lpulse \
+    2>"$work/bare.log"; then
+    fail "a bare -lpulse linked: the PulseAudio stand-in was not picked, this test proves nothing"
+fi
+grep -q "undefined reference to .EngCreateEngine" "$work/bare.log" \
+    || { cat "$work/bare.log"; fail "a bare -lpulse failed for another reason than linking the stand-in"; }
+# shellcheck disable=SC2086
+LIBRARY_PATH=$fake $CC -std=c99 -o "$work/wrmsr_clash" "$src/wrmsr.c" \
+    $($PKG_CONFIG --cflags --libs pulse) -Wl,-rpath,"$libdir" \
+    || fail "pkg-config's link picked PulseAudio's libpulse.so"
+readelf -d "$work/wrmsr_clash" | grep -q "NEEDED.*\[$soname\]" || fail "wrmsr_clash does not record $soname"
+"$work/wrmsr_clash"
+
 # Static: `pkg-config --static --libs pulse-static` names libpulse.a and the
 # system libraries of Libs.private. (With the .so beside it, -lpulse from
 # pulse.pc would pick the .so whatever --static says.)
