@@ -47,18 +47,17 @@ fn silent_debuggee_calls_end_within_the_bound_at_a_10_ms_timeout() {
     let p99 = overruns[CALLS * 99 / 100];
     let max = overruns[CALLS - 1];
     eprintln!("overrun past {bound:?} over {CALLS} calls: median {median:?}, p90 {p90:?}, p99 {p99:?}, max {max:?}");
-    // Calls end within a millisecond of the bound; tick-rounded waits
-    // overran the median call by 2 ms and the 90th percentile by more.
+    // Calls end within a millisecond of the bound (the median is 0.12 ms
+    // even at a load average of 8 on two cores); tick-rounded waits overran
+    // the median call by 2 ms on a quiet machine. The tail belongs to the
+    // scheduler (quiet: p90 0.25 ms; loaded: several ms).
     assert!(
         median < Duration::from_millis(1),
         "median overrun {median:?}"
     );
-    assert!(
-        p90 < Duration::from_millis(1),
-        "90th percentile overrun {p90:?}"
-    );
-    // The worst call is the bound plus whatever the scheduler adds: under
-    // a load average of 6 on two cores that reached 37 ms, so this only
-    // catches a wait that is lost altogether.
-    assert!(max < 2 * bound, "worst overrun {max:?}");
+    // The worst call is the bound plus whatever the scheduler adds, which
+    // no test can bound on a shared machine (37 ms at a load average of 6
+    // on two cores, 102 ms at 8.6); this only catches a wait that is lost
+    // altogether. On an idle machine the worst call overran by < 1 ms.
+    assert!(max < 10 * bound, "worst overrun {max:?}");
 }
