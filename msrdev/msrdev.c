@@ -230,6 +230,14 @@ static int ensure_listing(void)
     listing_pid = getpid();
     for (cpu = 0; cpu < cpu_count; cpu++) {
         int fd;
+        /* Like the kernel's, the listing has the CPUs that run. */
+        err = select_cpu(cpu);
+        if (err == ENXIO)
+            continue;
+        if (err) {
+            remove_listing();
+            return err;
+        }
         snprintf(path, sizeof path, "%s/%llu", listing_dir, (unsigned long long)cpu);
         if (mkdir(path, 0755) != 0)
             goto fail;
