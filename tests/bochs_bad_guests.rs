@@ -353,3 +353,53 @@ fn com1_is_hidden_and_sending_on_it_is_reported() {
     );
     assert_failed_with(&run, "HV ERROR guest wrote data to COM1");
 }
+
+/// `code`, then print `text` on port 0xE9 unless the flags say skip
+/// (`skip_opcode`: the short conditional jump taken when the check failed).
+fn print_unless(code: &mut Vec<u8>, skip_opcode: u8, text: &str) {
+    let shown = print_e9(text);
+    code.extend_from_slice(&[skip_opcode, shown.len() as u8]);
+    code.extend_from_slice(&shown);
+}
+
+#[test]
+fn os_instructions_see_a_processor_without_vmx() {
+    const JC: u8 = 0x72;
+    const JNE: u8 = 0x75;
+    let mut code = Vec::new();
+    // CPUID.1:ECX[5] (VMX) reads 0.
+    code.extend_from_slice(&[0xB8, 1, 0, 0, 0, 0x0F, 0xA2, 0x0F, 0xBA, 0xE1, 0x05]);
+    print_unless(&mut code, JC, "CPUID NOVMX\n");
+    // CR4.VMXE reads 0 (read shadow).
+    code.extend_from_slice(&[0x0F, 0x20, 0xE0, 0x48, 0x0F, 0xBA, 0xE0, 0x0D]);
+    print_unless(&mut code, JC, "CR4 NOVMXE\n");
+    // CR4.OSXSAVE on, XSETBV XCR0 = x87|SSE (exits, checked, executed),
+    // XGETBV reads it back. (The prints clobber AL: read CR4 again.)
+    code.extend_from_slice(&[0x0F, 0x20, 0xE0, 0x48, 0x0D, 0x00, 0x00, 0x04, 0x00]);
+    code.extend_from_slice(&[0x0F, 0x22, 0xE0]);
+    code.extend_from_slice(&[0x31, 0xC9, 0x31, 0xD2, 0xB8, 3, 0, 0, 0, 0x0F, 0x01, 0xD1]);
+    code.extend_from_slice(&[0x31, 0xC9, 0x0F, 0x01, 0xD0, 0x83, 0xF8, 0x03]);
+    print_unless(&mut code, JNE, "XCR0 3\n");
+    // IA32_FEATURE_CONTROL: VMX enable bits (1, 2) clear.
+    code.extend_from_slice(&[0xB9, 0x3A, 0, 0, 0, 0x0F, 0x32, 0xA8, 0x06]);
+    print_unless(&mut code, JNE, "FEATURE_CONTROL NOVMX\n");
+    // XSETBV with x87 clear must #GP; without an IDT that ends in a
+    // triple fault, which proves the #GP was injected.
+    code.extend_from_slice(&[0x31, 0xC9, 0x31, 0xD2, 0x31, 0xC0, 0x0F, 0x01, 0xD1]);
+    code.extend_from_slice(HANG);
+    let kernel = write("os-instructions", &fake_bzimage(&code));
+    let run = run_bochs(&["-k", s(&kernel), "-r", s(&initrd())], &[], |_| false);
+    for line in [
+        "CPUID NOVMX",
+        "CR4 NOVMXE",
+        "XCR0 3",
+        "FEATURE_CONTROL NOVMX",
+    ] {
+        assert!(
+            run.saw(line),
+            "guest did not print {line:?}\n{}",
+            run.tail()
+        );
+    }
+    assert_failed_with(&run, "HV ERROR guest triple fault");
+}

@@ -403,6 +403,13 @@ pub fn start() -> ! {
     if proc2 & PROC2_UNRESTRICTED_GUEST != 0 {
         fixed_crs.cr0_fixed0 &= !(CR0_PE | CR0_PG);
     }
+    say!(
+        "HV cr0 fixed0={:#x} fixed1={:#x} cr4 fixed0={:#x} fixed1={:#x} host cr4={cr4:#x}",
+        fixed_crs.cr0_fixed0,
+        fixed_crs.cr0_fixed1,
+        fixed_crs.cr4_fixed0,
+        fixed_crs.cr4_fixed1
+    );
     let mut guest_rsi = 0;
     // The guest's view of IA32_FEATURE_CONTROL: a Linux guest sees it locked
     // with VMX disabled, matching CPUID without VMX.
