@@ -439,15 +439,19 @@ fn fake_frame_headers_in_garbage_cost_resends_not_calls() {
     }
     assert!(relay.counters(Dir::Requests).garbage_bytes > 0);
     assert!(relay.counters(Dir::Responses).garbage_bytes > 0);
+    // Each fake header was rejected, by its CRC once enough bytes came, or
+    // dropped when the line went quiet first (the engine rescans behind
+    // it, hv-stub-sim drops what it held): either way its bytes were
+    // skipped, never delivered.
     let engine_decoder = engine.stats().decoder;
     let stub_decoder = sim.server.decoder_stats();
     assert!(
-        engine_decoder.crc_errors > 0,
-        "seed {seed}: the engine rejected a fake frame: {engine_decoder:?}"
+        engine_decoder.skipped_bytes > 0,
+        "seed {seed}: the engine rejected no fake frame: {engine_decoder:?}"
     );
     assert!(
-        stub_decoder.crc_errors > 0,
-        "seed {seed}: hv-stub rejected a fake frame: {stub_decoder:?}"
+        stub_decoder.skipped_bytes > 0,
+        "seed {seed}: hv-stub rejected no fake frame: {stub_decoder:?}"
     );
     assert_eq!(handler_stats(&sim.target).naks, 0);
 }

@@ -101,6 +101,9 @@ fn serve_connection(
                 ) =>
             {
                 if wait == LINE_QUIET {
+                    // Dropped unread: counted as skipped, like every byte
+                    // that is not part of a frame.
+                    stats.lock().skipped_bytes += decoder.pending() as u64;
                     decoder.clear();
                 }
                 continue;
