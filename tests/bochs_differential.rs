@@ -864,3 +864,17 @@ fn random_requests_agree_between_bochs_and_sim() {
     );
     assert!(c.writes >= ops, "the campaign stopped early");
 }
+
+/// The observer check itself: it must reject a value `read_msr` never
+/// returned, values out of order and a final value that differs, and
+/// accept a guest that missed short-lived values.
+#[test]
+fn observer_check_rejects_what_read_msr_never_returned() {
+    let reads = [1, 2, 3, 4];
+    assert_eq!(observer_mismatch(&[1, 3, 4], &reads), None);
+    assert_eq!(observer_mismatch(&[1, 2, 3, 4], &reads), None);
+    assert!(observer_mismatch(&[1, 5, 4], &reads).is_some());
+    assert!(observer_mismatch(&[1, 3, 2, 4], &reads).is_some());
+    assert!(observer_mismatch(&[1, 2, 3], &reads).is_some());
+    assert!(observer_mismatch(&[1], &[]).is_some());
+}
