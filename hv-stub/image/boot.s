@@ -141,6 +141,8 @@ e820_done:
     jc no_payload                       # a 1-cylinder disk has no LBA 1008
     cmp dword ptr [PAYLOAD_TABLE], 0x494C5648   # "HVLI" of the magic "HVLINUX1"
     jne no_payload_clear
+    mov si, OFFSET loading_msg
+    call say16
     # Kernel file, then the initrd file 4 KiB-aligned after it.
     mov dword ptr [move_dest], PAYLOAD_STAGE
     mov eax, [PAYLOAD_TABLE + 8]        # kernel LBA
@@ -231,6 +233,18 @@ load_high:
     pop eax
     stc
     ret
+
+# The NUL-terminated string at SI to port 0xE9 (hv-stub's console).
+say16:
+    lodsb
+    test al, al
+    jz 1f
+    out 0xE9, al
+    jmp say16
+1:
+    ret
+loading_msg:
+    .asciz "HV loading the Linux payload\n"
 
 # The boot sector's DAP, drive in boot_drive. CF on error.
 read_sectors:
