@@ -22,6 +22,8 @@
 /* PULSE_STATUS values. New codes may be added; these never change. */
 /* the operation succeeded */
 #define PULSE_STATUS_SUCCESS                       0x00000000
+/* the target CPU already is the current one */
+#define PULSE_STATUS_BARRIER_ALREADY_OWNED         0x00000021
 /* memory or another resource (file descriptors) ran out */
 #define PULSE_STATUS_INSUFFICIENT_RESOURCES        0xC0000002
 /* transport communication failed during a read operation */
@@ -38,6 +40,10 @@
 #define PULSE_STATUS_ACCESS_DENIED                 0xC0000022
 /* an invalid or unexpected packet was received in response */
 #define PULSE_STATUS_INVALID_PACKET                0xC0000031
+/* the CPU exists but is not running (not started by the OS yet, or stopped) */
+#define PULSE_STATUS_BARRIER_OWNER_INACTIVE        0xC0000043
+/* the debuggee has no CPU with that index */
+#define PULSE_STATUS_BARRIER_NO_CPU                0xC0000044
 /* the debuggee speaks an incompatible protocol version */
 #define PULSE_STATUS_REVISION_MISMATCH             0xC0000059
 /* internal error in libpulse (a bug; please report it) */
@@ -56,8 +62,9 @@
 typedef struct PS_ENGINE PS_ENGINE;
 
 /**
- * A status code: `PULSE_STATUS_SUCCESS` (0) or one of the
- * `PULSE_STATUS_...` failure codes (0xC...) defined above.
+ * A status code: `PULSE_STATUS_SUCCESS` (0), an informational code that
+ * is not an error (`PULSE_STATUS_BARRIER_ALREADY_OWNED`, 0x00000021), or
+ * one of the `PULSE_STATUS_...` failure codes (0xC...) defined above.
  */
 typedef uint32_t PULSE_STATUS;
 
@@ -171,6 +178,80 @@ PULSE_STATUS PsWriteMsr(PPS_ENGINE pEngine,
 PULSE_STATUS PsReadMsr(PPS_ENGINE pEngine,
                        uint32_t MsrNumber,
                        uint64_t *pMsrValue);
+
+/**
+ * Makes `TargetCpuIndex` the engine's current CPU: the one `PsWriteMsr` and
+ * `PsReadMsr` act on from now on, for every thread using the engine. After
+ * `EngCreateEngine` the current CPU is 0, the boot processor.
+ *
+ * Returns `PULSE_STATUS_SUCCESS` (switched),
+ * `PULSE_STATUS_BARRIER_ALREADY_OWNED` (not an error: it already is the
+ * current CPU), or: `PULSE_STATUS_BARRIER_NO_CPU` (no CPU with that index),
+ * `PULSE_STATUS_BARRIER_OWNER_INACTIVE` (the CPU exists but is not running:
+ * the OS has not started it yet, or it stopped) — the current CPU does not
+ * change on either — `PULSE_STATUS_INVALID_PARAMETER` (`pEngine` is NULL),
+ * `PULSE_STATUS_TIMEOUT`, `PULSE_STATUS_INVALID_PACKET`,
+ * `PULSE_STATUS_READ_FAILED`, `PULSE_STATUS_WRITE_FAILED`,
+ * `PULSE_STATUS_DEVICE_CONNECTION_LOST`. Asks the debuggee which CPUs
+ * exist and run, so it takes one round trip.
+ *
+ * # Safety
+ * `pEngine` must be NULL or a live handle from `EngCreateEngine`.
+ */
+PULSE_STATUS PsSwitchCpu(PPS_ENGINE pEngine,
+                         uint64_t TargetCpuIndex);
+
+/**
+ * Reports how many CPUs the debuggee has (running or not), asked now.
+ *
+ * Returns `PULSE_STATUS_SUCCESS` and stores the count in `*pCpuCount`, or
+ * `PULSE_STATUS_INVALID_PARAMETER` (a NULL pointer), `PULSE_STATUS_TIMEOUT`,
+ * `PULSE_STATUS_INVALID_PACKET`, `PULSE_STATUS_READ_FAILED`,
+ * `PULSE_STATUS_WRITE_FAILED`, `PULSE_STATUS_DEVICE_CONNECTION_LOST`.
+ * `*pCpuCount` is written only on success.
+ *
+ * # Safety
+ * `pEngine` must be NULL or a live handle from `EngCreateEngine`;
+ * `pCpuCount` must be NULL or writable.
+ */
+PULSE_STATUS PsGetCpuCount(PPS_ENGINE pEngine,
+                           uint64_t *pCpuCount);
+
+/**
+ * Reports the engine's current CPU (set by `PsSwitchCpu`; 0 after
+ * `EngCreateEngine`). Needs no round trip.
+ *
+ * Returns `PULSE_STATUS_SUCCESS` and stores the index in `*pCpuIndex`, or
+ * `PULSE_STATUS_INVALID_PARAMETER` (a NULL pointer; nothing is written).
+ *
+ * # Safety
+ * `pEngine` must be NULL or a live handle from `EngCreateEngine`;
+ * `pCpuIndex` must be NULL or writable.
+ */
+PULSE_STATUS PsGetCurrentCpu(PPS_ENGINE pEngine,
+                             uint64_t *pCpuIndex);
+
+/**
+ * Writes the value to a model-specific register on every running CPU of
+ * the debuggee, each by its own routing (as `PsWriteMsr` would on it), in
+ * one request, all or nothing: the debuggee checks the value on every
+ * running CPU first, and if any would refuse it, no CPU changes and the
+ * call returns `PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION`. CPUs the OS has
+ * not started yet are left to the OS. The current CPU does not change.
+ *
+ * Returns `PULSE_STATUS_SUCCESS`, or: `PULSE_STATUS_INVALID_PARAMETER`
+ * (`pEngine` is NULL), `PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION` (some
+ * running CPU refuses the value or lacks the MSR; no CPU was changed),
+ * `PULSE_STATUS_TIMEOUT`, `PULSE_STATUS_INVALID_PACKET`,
+ * `PULSE_STATUS_READ_FAILED`, `PULSE_STATUS_WRITE_FAILED`,
+ * `PULSE_STATUS_DEVICE_CONNECTION_LOST`.
+ *
+ * # Safety
+ * `pEngine` must be NULL or a live handle from `EngCreateEngine`.
+ */
+PULSE_STATUS PsWriteMsrAllCpus(PPS_ENGINE pEngine,
+                               uint32_t MsrNumber,
+                               uint64_t MsrValue);
 
 /**
  * The name of a status code, e.g. `"PULSE_STATUS_TIMEOUT"`, or

@@ -1,7 +1,9 @@
 //! Engine configuration and the transport string:
 //!
-//! * `sim[?cpu=PROFILE]` — the in-process simulated debuggee (PROFILE is one
-//!   of `hv_stub::CpuCaps::PROFILES`, default `modern`);
+//! * `sim[?cpu=PROFILE][&cpus=N][&online=M]` — the in-process simulated
+//!   debuggee (PROFILE is one of `hv_stub::CpuCaps::PROFILES`, default
+//!   `modern`; N processors, 1..=64, default 4, of which the first M run the
+//!   guest, 1..=N, default all);
 //! * `tcp:<host>:<port>` — an IPv6 host goes in brackets: `tcp:[::1]:5555`;
 //! * `serial:<device>[?baud=N]` — default 115200 baud.
 //!
@@ -10,6 +12,8 @@
 
 use std::time::Duration;
 
+use hv_stub::cpus::MAX_CPUS;
+use hv_stub::sim::DEFAULT_CPUS;
 use hv_stub::CpuCaps;
 use thiserror::Error;
 
@@ -44,9 +48,21 @@ impl EngineConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TransportSpec {
-    Sim { cpu: CpuCaps },
-    Tcp { host: String, port: u16 },
-    Serial { device: String, baud: u32 },
+    Sim {
+        cpu: CpuCaps,
+        /// Processors, 1..=64.
+        cpus: usize,
+        /// Processors 0..online run the guest; the rest wait for the OS.
+        online: usize,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Serial {
+        device: String,
+        baud: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -67,6 +83,10 @@ pub enum SpecError {
     BadBaud(String),
     #[error("unknown CPU profile `{0}`")]
     UnknownCpu(String),
+    #[error("`cpus={0}`: the simulated debuggee has 1 to 64 processors")]
+    BadCpuCount(String),
+    #[error("`online={0}`: between 1 and the number of processors")]
+    BadOnline(String),
     #[error("unknown or repeated option `{0}`")]
     BadOption(String),
 }
@@ -95,7 +115,21 @@ impl TransportSpec {
                         .ok_or_else(|| SpecError::UnknownCpu(name.to_owned()))?,
                     None => CpuCaps::MODERN,
                 };
-                TransportSpec::Sim { cpu }
+                let cpus = match options.take("cpus") {
+                    Some(text) => match text.parse::<usize>() {
+                        Ok(n) if (1..=MAX_CPUS).contains(&n) && is_decimal(text) => n,
+                        _ => return Err(SpecError::BadCpuCount(text.to_owned())),
+                    },
+                    None => DEFAULT_CPUS,
+                };
+                let online = match options.take("online") {
+                    Some(text) => match text.parse::<usize>() {
+                        Ok(n) if (1..=cpus).contains(&n) && is_decimal(text) => n,
+                        _ => return Err(SpecError::BadOnline(text.to_owned())),
+                    },
+                    None => cpus,
+                };
+                TransportSpec::Sim { cpu, cpus, online }
             }
             ("tcp", Some(target)) => parse_tcp(target)?,
             ("serial", Some(device)) => {
@@ -121,6 +155,11 @@ impl TransportSpec {
         options.finish()?;
         Ok(parsed)
     }
+}
+
+/// Plain decimal digits (no sign, no spaces), as `parse` alone would allow `+4`.
+fn is_decimal(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn parse_tcp(target: &str) -> Result<TransportSpec, SpecError> {
@@ -201,12 +240,42 @@ mod tests {
         assert_eq!(
             TransportSpec::parse("sim").unwrap(),
             TransportSpec::Sim {
-                cpu: CpuCaps::MODERN
+                cpu: CpuCaps::MODERN,
+                cpus: 4,
+                online: 4
             }
         );
         assert_eq!(
             TransportSpec::parse("sim?cpu=full").unwrap(),
-            TransportSpec::Sim { cpu: CpuCaps::FULL }
+            TransportSpec::Sim {
+                cpu: CpuCaps::FULL,
+                cpus: 4,
+                online: 4
+            }
+        );
+        assert_eq!(
+            TransportSpec::parse("sim?cpu=skylake&cpus=2").unwrap(),
+            TransportSpec::Sim {
+                cpu: CpuCaps::SKYLAKE,
+                cpus: 2,
+                online: 2
+            }
+        );
+        assert_eq!(
+            TransportSpec::parse("sim?cpus=64&online=1").unwrap(),
+            TransportSpec::Sim {
+                cpu: CpuCaps::MODERN,
+                cpus: 64,
+                online: 1
+            }
+        );
+        assert_eq!(
+            TransportSpec::parse("sim?online=2").unwrap(),
+            TransportSpec::Sim {
+                cpu: CpuCaps::MODERN,
+                cpus: 4,
+                online: 2
+            }
         );
         assert_eq!(
             TransportSpec::parse("tcp:127.0.0.1:5555").unwrap(),
@@ -248,6 +317,15 @@ mod tests {
             "sim?cpu=pentium",
             "sim?cpu=full&cpu=full",
             "sim?baud=9600",
+            "sim?cpus=0",
+            "sim?cpus=65",
+            "sim?cpus=x",
+            "sim?cpus=+4",
+            "sim?cpus=",
+            "sim?cpus=4&online=5",
+            "sim?online=0",
+            "sim?online=5",
+            "sim?cpus=2&cpus=2",
             "tcp",
             "tcp:",
             "tcp:host",

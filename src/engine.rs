@@ -14,13 +14,13 @@
 //! the new session makes every frame of the old one inert, and the call
 //! goes on in it within the same budget.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hv_stub::sim::SimTarget;
 use parking_lot::Mutex;
-use pulse_proto::message::{kind, Message, NakReason, WireStatus};
+use pulse_proto::message::{kind, Message, NakReason, WireStatus, ALL_CPUS};
 use pulse_proto::{Decoder, RawFrame, NO_SESSION, PROTOCOL_VERSION, SESSION_REQUESTS};
 
 use crate::config::{EngineConfig, TransportSpec};
@@ -34,7 +34,34 @@ pub struct Engine {
     /// Set once the transport is lost; every later call fails at once.
     lost: AtomicBool,
     capabilities: u32,
+    /// The CPU `write_msr`/`read_msr` act on; every thread shares it. It
+    /// travels in each request, so a retransmission always means the CPU it
+    /// was sent for.
+    current_cpu: AtomicU8,
     sim: Option<Arc<Mutex<SimTarget>>>,
+}
+
+/// What `switch_cpu` did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Switched {
+    /// The target is now the current CPU.
+    Switched,
+    /// The target already was the current CPU (`BARRIER_ALREADY_OWNED`).
+    AlreadyCurrent,
+}
+
+/// The debuggee's processors, as it reported them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct CpuInfo {
+    pub count: u64,
+    /// Bit n set: CPU n runs the guest.
+    pub running: u64,
+}
+
+impl CpuInfo {
+    pub fn is_running(&self, cpu: u64) -> bool {
+        cpu < 64 && self.running & (1 << cpu) != 0
+    }
 }
 
 struct Link {
@@ -121,24 +148,71 @@ impl Engine {
             max_attempts,
             lost: AtomicBool::new(false),
             capabilities,
+            current_cpu: AtomicU8::new(0),
             sim: None,
         })
     }
 
-    /// Writes `value` to `msr` as the guest will see it.
+    /// Writes `value` to `msr` on the current CPU as its guest will see it.
     pub fn write_msr(&self, msr: u32, value: u64) -> Result<(), Status> {
-        match self.call(&Message::WriteMsr { msr, value })? {
+        self.write_on(self.current_cpu.load(Ordering::Acquire), msr, value)
+    }
+
+    /// Writes `value` to `msr` on every running CPU in one request, or on
+    /// none if any of them refuses it.
+    pub fn write_msr_all_cpus(&self, msr: u32, value: u64) -> Result<(), Status> {
+        self.write_on(ALL_CPUS, msr, value)
+    }
+
+    fn write_on(&self, cpu: u8, msr: u32, value: u64) -> Result<(), Status> {
+        match self.call(&Message::WriteMsr { cpu, msr, value })? {
             Message::WriteAck { status } => wire_result(status),
             _ => Err(Status::INVALID_PACKET),
         }
     }
 
-    /// Reads what the guest would read from `msr`.
+    /// Reads what the current CPU's guest would read from `msr`.
     pub fn read_msr(&self, msr: u32) -> Result<u64, Status> {
-        match self.call(&Message::ReadMsr { msr })? {
+        let cpu = self.current_cpu.load(Ordering::Acquire);
+        match self.call(&Message::ReadMsr { cpu, msr })? {
             Message::ReadAck { status, value } => wire_result(status).map(|_| value),
             _ => Err(Status::INVALID_PACKET),
         }
+    }
+
+    /// The debuggee's processor count and which of them run, asked now.
+    pub fn cpu_info(&self) -> Result<CpuInfo, Status> {
+        match self.call(&Message::CpuInfo)? {
+            Message::CpuInfoAck { count, running } if usize::from(count) <= 64 => Ok(CpuInfo {
+                count: count.into(),
+                running,
+            }),
+            _ => Err(Status::INVALID_PACKET),
+        }
+    }
+
+    /// The CPU `write_msr`/`read_msr` act on (0 after `open`).
+    pub fn current_cpu(&self) -> u64 {
+        self.current_cpu.load(Ordering::Acquire).into()
+    }
+
+    /// Makes `target` the current CPU: `BARRIER_NO_CPU` past the count,
+    /// `BARRIER_OWNER_INACTIVE` for a CPU that does not run; on either error
+    /// the current CPU stays.
+    pub fn switch_cpu(&self, target: u64) -> Result<Switched, Status> {
+        let info = self.cpu_info()?;
+        if target >= info.count {
+            return Err(Status::BARRIER_NO_CPU);
+        }
+        if target == self.current_cpu() {
+            return Ok(Switched::AlreadyCurrent);
+        }
+        if !info.is_running(target) {
+            return Err(Status::BARRIER_OWNER_INACTIVE);
+        }
+        // `target < count <= 64`, so it fits the wire's byte.
+        self.current_cpu.store(target as u8, Ordering::Release);
+        Ok(Switched::Switched)
     }
 
     /// Capability bits the debuggee announced (`pulse_proto::message::caps`).
@@ -181,6 +255,8 @@ fn wire_result(status: WireStatus) -> Result<(), Status> {
     match status {
         WireStatus::Ok => Ok(()),
         WireStatus::GeneralProtection => Err(Status::EXCEPTION_GENERAL_PROTECTION),
+        WireStatus::NoCpu => Err(Status::BARRIER_NO_CPU),
+        WireStatus::CpuInactive => Err(Status::BARRIER_OWNER_INACTIVE),
     }
 }
 

@@ -9,11 +9,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use crate::config::{EngineConfig, DEFAULT_MAX_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT};
-use crate::engine::Engine;
+use crate::engine::{Engine, Switched};
 use crate::status::Status as PulseStatus;
 
-/// A status code: `PULSE_STATUS_SUCCESS` (0) or one of the
-/// `PULSE_STATUS_...` failure codes (0xC...) defined above.
+/// A status code: `PULSE_STATUS_SUCCESS` (0), an informational code that
+/// is not an error (`PULSE_STATUS_BARRIER_ALREADY_OWNED`, 0x00000021), or
+/// one of the `PULSE_STATUS_...` failure codes (0xC...) defined above.
 pub type PULSE_STATUS = u32;
 
 /// An engine: one session with one debuggee over one transport. Opaque.
@@ -245,6 +246,127 @@ pub unsafe extern "C" fn PsReadMsr(
                 unsafe { pMsrValue.write(value) };
                 PulseStatus::SUCCESS
             }
+            Err(status) => status,
+        }
+    })
+}
+
+/// Makes `TargetCpuIndex` the engine's current CPU: the one `PsWriteMsr` and
+/// `PsReadMsr` act on from now on, for every thread using the engine. After
+/// `EngCreateEngine` the current CPU is 0, the boot processor.
+///
+/// Returns `PULSE_STATUS_SUCCESS` (switched),
+/// `PULSE_STATUS_BARRIER_ALREADY_OWNED` (not an error: it already is the
+/// current CPU), or: `PULSE_STATUS_BARRIER_NO_CPU` (no CPU with that index),
+/// `PULSE_STATUS_BARRIER_OWNER_INACTIVE` (the CPU exists but is not running:
+/// the OS has not started it yet, or it stopped) — the current CPU does not
+/// change on either — `PULSE_STATUS_INVALID_PARAMETER` (`pEngine` is NULL),
+/// `PULSE_STATUS_TIMEOUT`, `PULSE_STATUS_INVALID_PACKET`,
+/// `PULSE_STATUS_READ_FAILED`, `PULSE_STATUS_WRITE_FAILED`,
+/// `PULSE_STATUS_DEVICE_CONNECTION_LOST`. Asks the debuggee which CPUs
+/// exist and run, so it takes one round trip.
+///
+/// # Safety
+/// `pEngine` must be NULL or a live handle from `EngCreateEngine`.
+#[no_mangle]
+pub unsafe extern "C" fn PsSwitchCpu(pEngine: PPS_ENGINE, TargetCpuIndex: u64) -> PULSE_STATUS {
+    guarded(|| {
+        if pEngine.is_null() {
+            return PulseStatus::INVALID_PARAMETER;
+        }
+        // SAFETY: non-NULL and live per the caller's promise.
+        let engine = unsafe { engine(pEngine) };
+        match engine.switch_cpu(TargetCpuIndex) {
+            Ok(Switched::Switched) => PulseStatus::SUCCESS,
+            Ok(Switched::AlreadyCurrent) => PulseStatus::BARRIER_ALREADY_OWNED,
+            Err(status) => status,
+        }
+    })
+}
+
+/// Reports how many CPUs the debuggee has (running or not), asked now.
+///
+/// Returns `PULSE_STATUS_SUCCESS` and stores the count in `*pCpuCount`, or
+/// `PULSE_STATUS_INVALID_PARAMETER` (a NULL pointer), `PULSE_STATUS_TIMEOUT`,
+/// `PULSE_STATUS_INVALID_PACKET`, `PULSE_STATUS_READ_FAILED`,
+/// `PULSE_STATUS_WRITE_FAILED`, `PULSE_STATUS_DEVICE_CONNECTION_LOST`.
+/// `*pCpuCount` is written only on success.
+///
+/// # Safety
+/// `pEngine` must be NULL or a live handle from `EngCreateEngine`;
+/// `pCpuCount` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn PsGetCpuCount(pEngine: PPS_ENGINE, pCpuCount: *mut u64) -> PULSE_STATUS {
+    guarded(|| {
+        if pEngine.is_null() || pCpuCount.is_null() {
+            return PulseStatus::INVALID_PARAMETER;
+        }
+        // SAFETY: non-NULL and live per the caller's promise.
+        let engine = unsafe { engine(pEngine) };
+        match engine.cpu_info() {
+            Ok(info) => {
+                // SAFETY: non-NULL and writable per the caller's promise.
+                unsafe { pCpuCount.write(info.count) };
+                PulseStatus::SUCCESS
+            }
+            Err(status) => status,
+        }
+    })
+}
+
+/// Reports the engine's current CPU (set by `PsSwitchCpu`; 0 after
+/// `EngCreateEngine`). Needs no round trip.
+///
+/// Returns `PULSE_STATUS_SUCCESS` and stores the index in `*pCpuIndex`, or
+/// `PULSE_STATUS_INVALID_PARAMETER` (a NULL pointer; nothing is written).
+///
+/// # Safety
+/// `pEngine` must be NULL or a live handle from `EngCreateEngine`;
+/// `pCpuIndex` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn PsGetCurrentCpu(pEngine: PPS_ENGINE, pCpuIndex: *mut u64) -> PULSE_STATUS {
+    guarded(|| {
+        if pEngine.is_null() || pCpuIndex.is_null() {
+            return PulseStatus::INVALID_PARAMETER;
+        }
+        // SAFETY: non-NULL and live per the caller's promise.
+        let engine = unsafe { engine(pEngine) };
+        // SAFETY: non-NULL and writable per the caller's promise.
+        unsafe { pCpuIndex.write(engine.current_cpu()) };
+        PulseStatus::SUCCESS
+    })
+}
+
+/// Writes the value to a model-specific register on every running CPU of
+/// the debuggee, each by its own routing (as `PsWriteMsr` would on it), in
+/// one request, all or nothing: the debuggee checks the value on every
+/// running CPU first, and if any would refuse it, no CPU changes and the
+/// call returns `PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION`. CPUs the OS has
+/// not started yet are left to the OS. The current CPU does not change.
+///
+/// Returns `PULSE_STATUS_SUCCESS`, or: `PULSE_STATUS_INVALID_PARAMETER`
+/// (`pEngine` is NULL), `PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION` (some
+/// running CPU refuses the value or lacks the MSR; no CPU was changed),
+/// `PULSE_STATUS_TIMEOUT`, `PULSE_STATUS_INVALID_PACKET`,
+/// `PULSE_STATUS_READ_FAILED`, `PULSE_STATUS_WRITE_FAILED`,
+/// `PULSE_STATUS_DEVICE_CONNECTION_LOST`.
+///
+/// # Safety
+/// `pEngine` must be NULL or a live handle from `EngCreateEngine`.
+#[no_mangle]
+pub unsafe extern "C" fn PsWriteMsrAllCpus(
+    pEngine: PPS_ENGINE,
+    MsrNumber: u32,
+    MsrValue: u64,
+) -> PULSE_STATUS {
+    guarded(|| {
+        if pEngine.is_null() {
+            return PulseStatus::INVALID_PARAMETER;
+        }
+        // SAFETY: non-NULL and live per the caller's promise.
+        let engine = unsafe { engine(pEngine) };
+        match engine.write_msr_all_cpus(MsrNumber, MsrValue) {
+            Ok(()) => PulseStatus::SUCCESS,
             Err(status) => status,
         }
     })

@@ -46,6 +46,8 @@ macro_rules! statuses {
 statuses! {
     /// The call succeeded.
     SUCCESS = 0x0000_0000, "the operation succeeded";
+    /// Not an error: `PsSwitchCpu` named the CPU that already is the current one.
+    BARRIER_ALREADY_OWNED = 0x0000_0021, "the target CPU already is the current one";
     /// Memory or file descriptors ran out while creating the engine.
     INSUFFICIENT_RESOURCES = 0xC000_0002, "memory or another resource (file descriptors) ran out";
     /// Transport I/O failed while reading.
@@ -62,6 +64,10 @@ statuses! {
     ACCESS_DENIED = 0xC000_0022, "permission to open the transport device was denied";
     /// A malformed or unexpected response.
     INVALID_PACKET = 0xC000_0031, "an invalid or unexpected packet was received in response";
+    /// The CPU exists but is not running (not started by the OS yet, or stopped).
+    BARRIER_OWNER_INACTIVE = 0xC000_0043, "the CPU exists but is not running (not started by the OS yet, or stopped)";
+    /// No CPU with that index.
+    BARRIER_NO_CPU = 0xC000_0044, "the debuggee has no CPU with that index";
     /// The debuggee speaks another protocol version.
     REVISION_MISMATCH = 0xC000_0059, "the debuggee speaks an incompatible protocol version";
     /// A panic was caught at the C boundary: a bug in libpulse, please report it.
@@ -77,6 +83,12 @@ statuses! {
 impl Status {
     pub fn is_success(self) -> bool {
         self == Status::SUCCESS
+    }
+
+    /// An error (severity bits 31:30 = 3, the 0xC... codes); SUCCESS and the
+    /// informational BARRIER_ALREADY_OWNED are not.
+    pub fn is_error(self) -> bool {
+        self.0 >> 30 == 3
     }
 
     /// `Ok(())` for SUCCESS, `Err(self)` otherwise.

@@ -159,12 +159,17 @@ fn status_codes_have_their_contract_values() {
         Status::ALL.len(),
         "two statuses share a value"
     );
+    // Failures are 0xC...; the PulseDbg SDK's informational codes (not
+    // errors, DESIGN 1.1) are small positive values, like SUCCESS.
+    let informational = [Status::SUCCESS, Status::BARRIER_ALREADY_OWNED];
+    assert_eq!(Status::BARRIER_ALREADY_OWNED.0, 0x0000_0021);
     for s in Status::ALL {
         assert!(
-            s.0 == 0 || s.0 & 0xF000_0000 == 0xC000_0000,
+            informational.contains(s) || s.0 & 0xF000_0000 == 0xC000_0000,
             "{s:?} = {:#010x} is not in the 0xC... style",
             s.0
         );
+        assert_eq!(s.is_error(), !informational.contains(s), "{s:?}");
     }
 }
 

@@ -39,7 +39,7 @@ fn delivered_writes(frames: &[RawFrame]) -> Vec<(u16, u32, u64)> {
         .iter()
         .filter(|f| f.kind == kind::WRITE_MSR)
         .map(|f| match Message::parse(f) {
-            Ok(Message::WriteMsr { msr, value }) => (f.seq, msr, value),
+            Ok(Message::WriteMsr { msr, value, .. }) => (f.seq, msr, value),
             other => panic!("relay delivered a bad WriteMsr: {other:?}"),
         })
         .collect()

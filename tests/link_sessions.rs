@@ -70,7 +70,11 @@ fn a_client_that_never_reads_does_not_stall_the_others() {
     let mut ack = [0u8; 13];
     hog.read_exact(&mut ack).unwrap();
     let session = ack[3];
-    let read = Message::ReadMsr { msr: IA32_LSTAR }.to_frame(session, 0x101);
+    let read = Message::ReadMsr {
+        cpu: 0,
+        msr: IA32_LSTAR,
+    }
+    .to_frame(session, 0x101);
     let burst: Vec<u8> = read.as_bytes().repeat(4096);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);

@@ -20,7 +20,11 @@ fn silent_debuggee_calls_end_within_the_bound_at_a_10_ms_timeout() {
     let sim = TcpSim::start();
     let relay = Relay::start(sim.addr, 1);
     let cfg = config(&relay.transport(), 10, 3);
-    let engine = Engine::open(&cfg).expect("handshake on a clean link");
+    // The handshake itself has only 30 ms too; on a busy machine one try
+    // can miss it, which is not what this test measures.
+    let engine = (0..20)
+        .find_map(|_| Engine::open(&cfg).ok())
+        .expect("handshake on a clean link");
     // From now on the debuggee hears nothing.
     relay.set_faults(
         Dir::Requests,

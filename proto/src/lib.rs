@@ -20,12 +20,14 @@ pub mod message;
 
 pub use decoder::{Decoder, DecoderStats};
 pub use frame::{encode_frame, FrameBuf, RawFrame, MAX_FRAME, MAX_PAYLOAD};
-pub use message::{Message, NakReason, ParseError, WireStatus};
+pub use message::{Message, NakReason, ParseError, WireStatus, ALL_CPUS};
 
 /// Protocol version carried in the handshake. Bump on any incompatible change.
 /// Version 2: a session accepts only its next request (no serial-number
 /// window), sessions are random, `OutOfSequence` and `SessionTakenOver`.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// Version 3: WriteMsr/ReadMsr name their CPU; CpuInfo; statuses NoCpu and
+/// CpuInactive.
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Requests a session may carry after its Hello: the Hello is request 0 of
 /// the session and the SEQ of request `k` is the Hello's SEQ plus `k`

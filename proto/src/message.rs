@@ -4,10 +4,12 @@
 //! |------|------------|-------------------------------------------|-------|
 //! | 0x01 | Hello      | version u8, nonce u32                     | 5     |
 //! | 0x81 | HelloAck   | version u8, capabilities u32              | 5     |
-//! | 0x02 | WriteMsr   | msr u32, value u64                        | 12    |
+//! | 0x02 | WriteMsr   | cpu u8, msr u32, value u64                | 13    |
 //! | 0x82 | WriteAck   | status u8                                 | 1     |
-//! | 0x03 | ReadMsr    | msr u32                                   | 4     |
+//! | 0x03 | ReadMsr    | cpu u8, msr u32                           | 5     |
 //! | 0x83 | ReadAck    | status u8, value u64 (0 unless status Ok) | 9     |
+//! | 0x04 | CpuInfo    | (none)                                    | 0     |
+//! | 0x84 | CpuInfoAck | count u8, running u64 (bit n: CPU n runs) | 9     |
 //! | 0xFF | Nak        | reason u8                                 | 1     |
 
 use crate::frame::{encode_frame, FrameBuf, RawFrame, MAX_PAYLOAD};
@@ -16,11 +18,13 @@ pub mod kind {
     pub const HELLO: u8 = 0x01;
     pub const WRITE_MSR: u8 = 0x02;
     pub const READ_MSR: u8 = 0x03;
+    pub const CPU_INFO: u8 = 0x04;
     /// Set in the type of every response.
     pub const RESPONSE_BIT: u8 = 0x80;
     pub const HELLO_ACK: u8 = HELLO | RESPONSE_BIT;
     pub const WRITE_ACK: u8 = WRITE_MSR | RESPONSE_BIT;
     pub const READ_ACK: u8 = READ_MSR | RESPONSE_BIT;
+    pub const CPU_INFO_ACK: u8 = CPU_INFO | RESPONSE_BIT;
     pub const NAK: u8 = 0xFF;
 }
 
@@ -41,7 +45,16 @@ pub enum WireStatus {
     Ok = 0,
     /// WRMSR/RDMSR would raise #GP, or the value is one the processor refuses.
     GeneralProtection = 1,
+    /// The debuggee has no processor with the requested index.
+    NoCpu = 2,
+    /// The processor exists but does not run the guest (the OS has not
+    /// started it, or it stopped).
+    CpuInactive = 3,
 }
+
+/// The `cpu` of a WriteMsr that asks for every running processor, all or
+/// nothing.
+pub const ALL_CPUS: u8 = 0xFF;
 
 /// Why the debuggee refused to execute a request at all.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -78,7 +91,9 @@ pub enum Message {
         version: u8,
         capabilities: u32,
     },
+    /// `cpu`: the processor's index, or [`ALL_CPUS`].
     WriteMsr {
+        cpu: u8,
         msr: u32,
         value: u64,
     },
@@ -86,6 +101,7 @@ pub enum Message {
         status: WireStatus,
     },
     ReadMsr {
+        cpu: u8,
         msr: u32,
     },
     ReadAck {
@@ -94,6 +110,12 @@ pub enum Message {
     },
     Nak {
         reason: NakReason,
+    },
+    /// How many processors the debuggee has and which of them run.
+    CpuInfo,
+    CpuInfoAck {
+        count: u8,
+        running: u64,
     },
 }
 
@@ -111,6 +133,8 @@ impl WireStatus {
         match b {
             0 => Ok(WireStatus::Ok),
             1 => Ok(WireStatus::GeneralProtection),
+            2 => Ok(WireStatus::NoCpu),
+            3 => Ok(WireStatus::CpuInactive),
             other => Err(ParseError::BadStatus(other)),
         }
     }
@@ -152,6 +176,8 @@ impl Message {
             Message::ReadMsr { .. } => kind::READ_MSR,
             Message::ReadAck { .. } => kind::READ_ACK,
             Message::Nak { .. } => kind::NAK,
+            Message::CpuInfo => kind::CPU_INFO,
+            Message::CpuInfoAck { .. } => kind::CPU_INFO_ACK,
         }
     }
 
@@ -175,18 +201,20 @@ impl Message {
                 out[1..5].copy_from_slice(&capabilities.to_le_bytes());
                 5
             }
-            Message::WriteMsr { msr, value } => {
-                out[0..4].copy_from_slice(&msr.to_le_bytes());
-                out[4..12].copy_from_slice(&value.to_le_bytes());
-                12
+            Message::WriteMsr { cpu, msr, value } => {
+                out[0] = cpu;
+                out[1..5].copy_from_slice(&msr.to_le_bytes());
+                out[5..13].copy_from_slice(&value.to_le_bytes());
+                13
             }
             Message::WriteAck { status } => {
                 out[0] = status as u8;
                 1
             }
-            Message::ReadMsr { msr } => {
-                out[0..4].copy_from_slice(&msr.to_le_bytes());
-                4
+            Message::ReadMsr { cpu, msr } => {
+                out[0] = cpu;
+                out[1..5].copy_from_slice(&msr.to_le_bytes());
+                5
             }
             Message::ReadAck { status, value } => {
                 out[0] = status as u8;
@@ -196,6 +224,12 @@ impl Message {
             Message::Nak { reason } => {
                 out[0] = reason as u8;
                 1
+            }
+            Message::CpuInfo => 0,
+            Message::CpuInfoAck { count, running } => {
+                out[0] = count;
+                out[1..9].copy_from_slice(&running.to_le_bytes());
+                9
             }
         }
     }
@@ -212,11 +246,11 @@ impl Message {
     pub fn parse(frame: &RawFrame) -> Result<Message, ParseError> {
         let p = frame.payload();
         let want = match frame.kind {
+            kind::CPU_INFO => 0,
             kind::WRITE_ACK | kind::NAK => 1,
-            kind::HELLO | kind::HELLO_ACK => 5,
-            kind::WRITE_MSR => 12,
-            kind::READ_MSR => 4,
-            kind::READ_ACK => 9,
+            kind::HELLO | kind::HELLO_ACK | kind::READ_MSR => 5,
+            kind::WRITE_MSR => 13,
+            kind::READ_ACK | kind::CPU_INFO_ACK => 9,
             other => return Err(ParseError::UnknownType(other)),
         };
         if p.len() != want {
@@ -235,13 +269,22 @@ impl Message {
                 capabilities: u32_at(p, 1),
             },
             kind::WRITE_MSR => Message::WriteMsr {
-                msr: u32_at(p, 0),
-                value: u64_at(p, 4),
+                cpu: p[0],
+                msr: u32_at(p, 1),
+                value: u64_at(p, 5),
             },
             kind::WRITE_ACK => Message::WriteAck {
                 status: WireStatus::from_byte(p[0])?,
             },
-            kind::READ_MSR => Message::ReadMsr { msr: u32_at(p, 0) },
+            kind::READ_MSR => Message::ReadMsr {
+                cpu: p[0],
+                msr: u32_at(p, 1),
+            },
+            kind::CPU_INFO => Message::CpuInfo,
+            kind::CPU_INFO_ACK => Message::CpuInfoAck {
+                count: p[0],
+                running: u64_at(p, 1),
+            },
             kind::READ_ACK => Message::ReadAck {
                 status: WireStatus::from_byte(p[0])?,
                 value: u64_at(p, 1),

@@ -89,9 +89,9 @@ fn samples() -> Vec<Message> {
     }
     for msr in [0, 0x174, 0xc000_0080, u32::MAX] {
         for value in [0, 1, 0x1_0000_0010, u64::MAX] {
-            v.push(Message::WriteMsr { msr, value });
+            v.push(Message::WriteMsr { cpu: 0, msr, value });
         }
-        v.push(Message::ReadMsr { msr });
+        v.push(Message::ReadMsr { cpu: 0, msr });
     }
     for status in [WireStatus::Ok, WireStatus::GeneralProtection] {
         v.push(Message::WriteAck { status });
@@ -122,19 +122,25 @@ fn one_of_each() -> Vec<Message> {
             capabilities: 0b10,
         },
         Message::WriteMsr {
+            cpu: 0,
             msr: 0x174,
             value: 0x1_0000_0010,
         },
         Message::WriteAck {
             status: WireStatus::Ok,
         },
-        Message::ReadMsr { msr: 0x174 },
+        Message::ReadMsr { cpu: 0, msr: 0x174 },
         Message::ReadAck {
             status: WireStatus::Ok,
             value: 0x1_0000_0010,
         },
         Message::Nak {
             reason: NakReason::BadSession,
+        },
+        Message::CpuInfo,
+        Message::CpuInfoAck {
+            count: 4,
+            running: 0b1011,
         },
     ]
 }
@@ -167,6 +173,7 @@ fn assert_frames(frames: &[RawFrame], expect: &[(u8, u16, Message)]) {
 fn clean_write() -> Vec<u8> {
     let f = frame_bytes(
         &Message::WriteMsr {
+            cpu: 0,
             msr: 0x174,
             value: 0x1_0000_0010,
         },
@@ -217,31 +224,34 @@ fn constants_are_consistent() {
 #[test]
 fn frame_header_fields_are_where_the_layout_says() {
     let msg = Message::WriteMsr {
+        cpu: 0,
         msr: 0x0403_0201,
         value: 0x0c0b_0a09_0807_0605,
     };
     let f = frame_bytes(&msg, 0x42, 0xbeef);
-    assert_eq!(f.len(), HEADER_LEN + 12 + TRAILER_LEN);
+    assert_eq!(f.len(), HEADER_LEN + 13 + TRAILER_LEN);
     assert_eq!(f[0], SOF);
-    assert_eq!(f[1], 12);
+    assert_eq!(f[1], 13);
     assert_eq!(f[2], kind::WRITE_MSR);
     assert_eq!(f[3], 0x42);
     assert_eq!(&f[4..6], &[0xef, 0xbe]);
-    assert_eq!(&f[6..18], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
-    let crc = pulse_proto::frame::CRC16.checksum(&f[1..18]);
-    assert_eq!(&f[18..20], &crc.to_le_bytes());
+    assert_eq!(&f[6..19], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    let crc = pulse_proto::frame::CRC16.checksum(&f[1..19]);
+    assert_eq!(&f[19..21], &crc.to_le_bytes());
 }
 
 #[test]
 fn payload_lengths_and_kinds_per_variant() {
-    let expect: [(u8, usize, bool); 7] = [
+    let expect: [(u8, usize, bool); 9] = [
         (kind::HELLO, 5, false),
         (kind::HELLO_ACK, 5, true),
-        (kind::WRITE_MSR, 12, false),
+        (kind::WRITE_MSR, 13, false),
         (kind::WRITE_ACK, 1, true),
-        (kind::READ_MSR, 4, false),
+        (kind::READ_MSR, 5, false),
         (kind::READ_ACK, 9, true),
         (kind::NAK, 1, true),
+        (kind::CPU_INFO, 0, false),
+        (kind::CPU_INFO_ACK, 9, true),
     ];
     for (msg, (k, len, response)) in one_of_each().iter().zip(expect) {
         assert_eq!(msg.kind(), k, "{msg:?}");
@@ -362,11 +372,11 @@ fn random_chunkings_give_the_same_frames() {
     let (mut bytes, mut expect) = stream_of_frames();
     // Some garbage in the middle and at the end exercises resynchronisation
     // across chunk boundaries too.
-    let mid = frame_bytes(&Message::ReadMsr { msr: 7 }, 3, 4);
+    let mid = frame_bytes(&Message::ReadMsr { cpu: 0, msr: 7 }, 3, 4);
     bytes.extend_from_slice(&[0x00, 0x13, 0xa5, 0x02, 0xff, 0xa5]);
     bytes.extend_from_slice(&mid);
     bytes.extend_from_slice(&[0x5a, 0x00]);
-    expect.push((3, 4, Message::ReadMsr { msr: 7 }));
+    expect.push((3, 4, Message::ReadMsr { cpu: 0, msr: 7 }));
 
     let (reference, ref_stats) = decode(&bytes);
     assert_frames(&reference, &expect);
@@ -495,22 +505,23 @@ fn a_truncated_frame_followed_by_a_valid_frame() {
 
 #[test]
 fn a_truncated_long_frame_before_a_short_frame_delays_but_does_not_lose_it() {
-    // The truncated frame announces 12 payload bytes (20 in all) but only 2
+    // The truncated frame announces 13 payload bytes (21 in all) but only 3
     // arrive; the following WriteAck is 9 bytes. The decoder cannot tell the
-    // candidate is bogus until 20 bytes are held, so the WriteAck comes out
+    // candidate is bogus until 21 bytes are held, so the WriteAck comes out
     // once enough further bytes arrive (in the protocol: a retransmission).
     let w = clean_write();
     let a = clean_ack();
+    assert_eq!(w.len(), 3 + 2 * a.len());
     let mut dec = Decoder::new();
     let mut frames = Vec::new();
-    dec.feed(&w[..2], |f| frames.push(f));
+    dec.feed(&w[..3], |f| frames.push(f));
     dec.feed(&a, |f| frames.push(f));
     assert!(frames.is_empty());
-    assert_eq!(dec.pending(), 2 + a.len());
+    assert_eq!(dec.pending(), 3 + a.len());
     dec.feed(&a, |f| frames.push(f));
     let got: Vec<Vec<u8>> = frames.iter().map(reencode).collect();
     assert_eq!(got, vec![a.clone(), a]);
-    assert_eq!(dec.stats(), stats(2, 2, 1, 0));
+    assert_eq!(dec.stats(), stats(2, 3, 1, 0));
     assert_eq!(dec.pending(), 0);
 }
 
@@ -585,7 +596,7 @@ fn a_corrupted_header_byte_drops_the_frame_only() {
 fn a_corrupted_len_larger_but_legal() {
     let w = clean_write();
     let mut bad = w.clone();
-    bad[1] = 13;
+    bad[1] = 14;
     let mut bytes = bad;
     bytes.extend_from_slice(&w);
     let (frames, st) = decode(&bytes);
@@ -701,6 +712,8 @@ fn unknown_types_are_rejected() {
         kind::READ_MSR,
         kind::READ_ACK,
         kind::NAK,
+        kind::CPU_INFO,
+        kind::CPU_INFO_ACK,
     ];
     for k in 0..=u8::MAX {
         if known.contains(&k) {
@@ -720,6 +733,16 @@ fn every_type_with_a_payload_one_byte_short_or_long() {
         let n = msg.encode_payload(&mut buf);
         let k = msg.kind();
 
+        if n == 0 {
+            // CpuInfo: any payload at all is malformed.
+            assert_eq!(
+                Message::parse(&raw(k, &[0])),
+                Err(ParseError::BadLength { kind: k, len: 1 }),
+                "{msg:?} long"
+            );
+            assert_eq!(Message::parse(&raw(k, &[])), Ok(msg));
+            continue;
+        }
         let short = raw(k, &buf[..n - 1]);
         assert_eq!(
             Message::parse(&short),
@@ -756,7 +779,7 @@ fn every_type_with_a_payload_one_byte_short_or_long() {
 
 #[test]
 fn bad_wire_status_bytes_are_rejected() {
-    for b in 2..=u8::MAX {
+    for b in 4..=u8::MAX {
         let ack = raw(kind::WRITE_ACK, &[b]);
         assert_eq!(Message::parse(&ack), Err(ParseError::BadStatus(b)));
         let mut payload = [0u8; 9];
@@ -856,9 +879,13 @@ fn any_message() -> impl Strategy<Value = Message> {
             version,
             capabilities
         }),
-        (any::<u32>(), any::<u64>()).prop_map(|(msr, value)| Message::WriteMsr { msr, value }),
+        (any::<u32>(), any::<u64>()).prop_map(|(msr, value)| Message::WriteMsr {
+            cpu: 0,
+            msr,
+            value
+        }),
         any_status().prop_map(|status| Message::WriteAck { status }),
-        any::<u32>().prop_map(|msr| Message::ReadMsr { msr }),
+        any::<u32>().prop_map(|msr| Message::ReadMsr { cpu: 0, msr }),
         (any_status(), any::<u64>()).prop_map(|(status, value)| Message::ReadAck { status, value }),
         any_reason().prop_map(|reason| Message::Nak { reason }),
     ]

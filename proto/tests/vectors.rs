@@ -143,10 +143,15 @@ fn count(cell: &str) -> u64 {
 }
 
 fn wire_status_named(name: &str) -> WireStatus {
-    [WireStatus::Ok, WireStatus::GeneralProtection]
-        .into_iter()
-        .find(|s| format!("{s:?}") == name)
-        .unwrap_or_else(|| panic!("no WireStatus named {name:?}"))
+    [
+        WireStatus::Ok,
+        WireStatus::GeneralProtection,
+        WireStatus::NoCpu,
+        WireStatus::CpuInactive,
+    ]
+    .into_iter()
+    .find(|s| format!("{s:?}") == name)
+    .unwrap_or_else(|| panic!("no WireStatus named {name:?}"))
 }
 
 fn nak_reason_named(name: &str) -> NakReason {
@@ -200,6 +205,7 @@ fn message(text: &str) -> Message {
             capabilities: u32::try_from(int(take("capabilities"))).unwrap(),
         },
         "WriteMsr" => Message::WriteMsr {
+            cpu: u8::try_from(int(take("cpu"))).unwrap(),
             msr: u32::try_from(int(take("msr"))).unwrap(),
             value: int(take("value")),
         },
@@ -207,7 +213,13 @@ fn message(text: &str) -> Message {
             status: wire_status_named(take("status")),
         },
         "ReadMsr" => Message::ReadMsr {
+            cpu: u8::try_from(int(take("cpu"))).unwrap(),
             msr: u32::try_from(int(take("msr"))).unwrap(),
+        },
+        "CpuInfo" => Message::CpuInfo,
+        "CpuInfoAck" => Message::CpuInfoAck {
+            count: u8::try_from(int(take("count"))).unwrap(),
+            running: int(take("running")),
         },
         "ReadAck" => Message::ReadAck {
             status: wire_status_named(take("status")),
@@ -233,11 +245,20 @@ fn sample(name: &str) -> Message {
             version: 1,
             capabilities: 0,
         },
-        "WriteMsr" => Message::WriteMsr { msr: 1, value: 2 },
+        "WriteMsr" => Message::WriteMsr {
+            cpu: 0,
+            msr: 1,
+            value: 2,
+        },
         "WriteAck" => Message::WriteAck {
             status: WireStatus::Ok,
         },
-        "ReadMsr" => Message::ReadMsr { msr: 1 },
+        "ReadMsr" => Message::ReadMsr { cpu: 0, msr: 1 },
+        "CpuInfo" => Message::CpuInfo,
+        "CpuInfoAck" => Message::CpuInfoAck {
+            count: 4,
+            running: 0xF,
+        },
         "ReadAck" => Message::ReadAck {
             status: WireStatus::Ok,
             value: 2,
@@ -413,7 +434,7 @@ fn message_types_table() {
         assert!(names.insert(name.to_owned()), "{name} twice");
         kinds.insert(k);
     }
-    assert_eq!(names.len(), 7, "every message type is in the table");
+    assert_eq!(names.len(), 9, "every message type is in the table");
     // Every TYPE outside the table is rejected.
     for k in (0..=u8::MAX).filter(|k| !kinds.contains(k)) {
         assert_eq!(
@@ -436,7 +457,7 @@ fn wire_status_table() {
         );
         listed.insert(value);
     }
-    assert_eq!(listed.len(), 2);
+    assert_eq!(listed.len(), 4);
     for b in (0..=u8::MAX).filter(|b| !listed.contains(b)) {
         assert_eq!(
             Message::parse(&raw(kind::WRITE_ACK, &[b])),
@@ -538,6 +559,7 @@ fn vectors_follow_the_session_rules() {
     assert_eq!(
         v["write_msr"].message,
         Message::WriteMsr {
+            cpu: 0,
             msr: 0x174,
             value: 0x1_0000_0010
         }
@@ -601,6 +623,7 @@ fn size_of_a_write_round_trip() {
     let rows = table("size-pulse", 2);
     assert_eq!(rows.len(), 3);
     let request = Message::WriteMsr {
+        cpu: 0,
         msr: u32::MAX,
         value: u64::MAX,
     }
@@ -614,7 +637,8 @@ fn size_of_a_write_round_trip() {
     assert!(rows[1][0].starts_with("WriteAck"));
     assert_eq!(count(&rows[1][1]), response.as_bytes().len() as u64);
     assert_eq!(rows[2][0], "total");
-    assert_eq!(count(&rows[2][1]), 29);
+    // 29 bytes before the CPU index joined the requests (issue 10 allows 32).
+    assert_eq!(count(&rows[2][1]), 30);
     assert_eq!(
         count(&rows[2][1]),
         (request.as_bytes().len() + response.as_bytes().len()) as u64
@@ -659,7 +683,7 @@ fn size_of_gdb_and_kd_round_trips() {
     let summary = table("size-summary", 2);
     let lead = |i: usize| int(first_word(&summary[i][1]));
     assert!(summary[0][0].starts_with("libpulse"));
-    assert_eq!(lead(0), 29);
+    assert_eq!(lead(0), 30);
     assert!(summary[1][0].starts_with("GDB"));
     assert_eq!(lead(1), 32);
     assert!(summary[2][0].contains("KD"));

@@ -33,6 +33,8 @@ const EXIT_CODES: &[(Status, u8)] = &[
     (Status::REVISION_MISMATCH, 11),
     (Status::INSUFFICIENT_RESOURCES, 12),
     (Status::INTERNAL_ERROR, EXIT_INTERNAL),
+    (Status::BARRIER_NO_CPU, 15),
+    (Status::BARRIER_OWNER_INACTIVE, 16),
 ];
 /// A bad command line (and `PULSE_STATUS_INVALID_PARAMETER`, which only a
 /// bad transport string can cause here).
@@ -43,7 +45,7 @@ const EXIT_INTERNAL: u8 = 13;
 const EXIT_UNKNOWN_STATUS: u8 = 14;
 
 fn exit_code(status: Status) -> u8 {
-    if status.is_success() {
+    if !status.is_error() {
         return 0;
     }
     EXIT_CODES
@@ -133,6 +135,7 @@ fn help_text() -> String {
         "\n",
         "Exit status:\n",
         "   0  PULSE_STATUS_SUCCESS\n",
+        "   0  PULSE_STATUS_BARRIER_ALREADY_OWNED (not an error)\n",
     ));
     for &(status, code) in EXIT_CODES {
         let name = status.name().unwrap_or("?");
@@ -1069,7 +1072,7 @@ mod tests {
 
     #[test]
     fn every_status_has_a_distinct_exit_code() {
-        for status in Status::ALL.iter().skip(1) {
+        for status in Status::ALL.iter().filter(|s| s.is_error()) {
             assert!(
                 EXIT_CODES.iter().any(|(s, _)| s == status),
                 "{status:?} has no exit code"

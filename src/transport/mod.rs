@@ -102,8 +102,8 @@ pub struct Opened {
 /// Opens the transport a spec names; connecting ends by `deadline`.
 pub fn open(spec: &TransportSpec, deadline: Instant) -> Result<Opened, Status> {
     match spec {
-        TransportSpec::Sim { cpu } => {
-            let transport = sim::SimTransport::new(*cpu);
+        TransportSpec::Sim { cpu, cpus, online } => {
+            let transport = sim::SimTransport::new(*cpu, *cpus, *online);
             let target = transport.target();
             Ok(Opened {
                 link: Box::new(transport),

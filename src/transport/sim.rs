@@ -19,9 +19,10 @@ pub struct SimTransport {
 }
 
 impl SimTransport {
-    pub fn new(cpu: CpuCaps) -> Self {
-        let mut target = SimTarget::new(cpu, 0);
-        target.stub_mut().add_entropy(crate::entropy::u64());
+    /// A simulated debuggee with `cpus` processors of kind `cpu`, the first
+    /// `online` of them running.
+    pub fn new(cpu: CpuCaps, cpus: usize, online: usize) -> Self {
+        let target = SimTarget::with_cpus(cpu, cpus, online, crate::entropy::u64());
         SimTransport {
             target: Arc::new(Mutex::new(target)),
             inbox: VecDeque::new(),

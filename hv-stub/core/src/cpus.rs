@@ -61,6 +61,26 @@ pub trait Processors {
     }
 }
 
+/// A lone VMX backend is a debuggee with one processor, always running.
+impl<B: VmxBackend> Processors for B {
+    type Backend = B;
+
+    fn count(&self) -> usize {
+        1
+    }
+
+    fn state(&self, _cpu: usize) -> CpuState {
+        CpuState::Running
+    }
+
+    fn with_cpu<R>(&mut self, cpu: usize, f: impl FnOnce(&mut B) -> R) -> Result<R, CpuError> {
+        if cpu != 0 {
+            return Err(CpuError::NoCpu);
+        }
+        Ok(f(self))
+    }
+}
+
 fn running<P: Processors>(p: &P, cpu: usize) -> Result<(), CpuError> {
     if cpu >= p.count() {
         return Err(CpuError::NoCpu);

@@ -16,11 +16,10 @@
 //! numbers are drawn at random (from entropy the caller supplies) among
 //! those not issued in the last [`RECENT_SESSIONS`] handshakes.
 
-use pulse_proto::message::{kind, Message, NakReason, WireStatus};
+use pulse_proto::message::{kind, Message, NakReason, WireStatus, ALL_CPUS};
 use pulse_proto::{Decoder, FrameBuf, RawFrame, NO_SESSION, PROTOCOL_VERSION};
 
-use crate::routing;
-use crate::vmx::VmxBackend;
+use crate::cpus::{self, CpuError, MsrOutcome, Processors};
 
 /// Session numbers issued by this many previous handshakes are not issued
 /// again; a request carrying one of them is told `SessionTakenOver`.
@@ -98,8 +97,13 @@ impl<T: Copy + PartialEq, const N: usize> Ring<T, N> {
     }
 }
 
-pub struct Stub<B> {
-    backend: B,
+/// `P`: the debuggee's processors; any single [`crate::VmxBackend`] is a
+/// one-CPU debuggee.
+pub struct Stub<P> {
+    backend: P,
+    /// Processors a request ran on since [`Stub::take_touched`] (bit n: CPU
+    /// n): hv-stub resumes the guest there after handling it.
+    touched: u64,
     capabilities: u32,
     decoder: Decoder,
     session: Option<Session>,
@@ -112,14 +116,15 @@ pub struct Stub<B> {
     stats: HandlerStats,
 }
 
-impl<B: VmxBackend> Stub<B> {
+impl<P: Processors> Stub<P> {
     /// `entropy` seeds the session numbers: the debuggee's best source (a
     /// TSC reading, RDRAND, the OS's random numbers), so that sessions are
     /// unpredictable and a rebooted debuggee does not repeat its
     /// predecessor's. [`Stub::add_entropy`] stirs in more at any time.
-    pub fn new(backend: B, capabilities: u32, entropy: impl Into<u64>) -> Self {
+    pub fn new(backend: P, capabilities: u32, entropy: impl Into<u64>) -> Self {
         let mut stub = Stub {
             backend,
+            touched: 0,
             capabilities,
             decoder: Decoder::new(),
             session: None,
@@ -138,12 +143,19 @@ impl<B: VmxBackend> Stub<B> {
         self.next_random();
     }
 
-    pub fn backend(&self) -> &B {
+    /// The debuggee's processors.
+    pub fn backend(&self) -> &P {
         &self.backend
     }
 
-    pub fn backend_mut(&mut self) -> &mut B {
+    pub fn backend_mut(&mut self) -> &mut P {
         &mut self.backend
+    }
+
+    /// The processors requests ran on since the last call (bit n: CPU n),
+    /// e.g. to resume just their guests.
+    pub fn take_touched(&mut self) -> u64 {
+        core::mem::take(&mut self.touched)
     }
 
     pub fn stats(&self) -> HandlerStats {
@@ -255,27 +267,29 @@ impl<B: VmxBackend> Stub<B> {
             }
         };
         match message {
-            Message::WriteMsr { msr, value } => {
+            Message::WriteMsr { cpu, msr, value } => {
                 self.stats.writes_executed += 1;
-                let status = match routing::write_msr(&mut self.backend, msr, value) {
-                    Ok(_) => WireStatus::Ok,
-                    Err(_) => WireStatus::GeneralProtection,
+                let outcome = if cpu == ALL_CPUS {
+                    self.touched |= self.backend.running_mask();
+                    Ok(cpus::write_msr_all(&mut self.backend, msr, value))
+                } else {
+                    self.touch(cpu);
+                    cpus::write_msr(&mut self.backend, cpu.into(), msr, value)
                 };
+                let (status, _) = wire(outcome);
                 Message::WriteAck { status }
             }
-            Message::ReadMsr { msr } => {
+            Message::ReadMsr { cpu, msr } => {
                 self.stats.reads_executed += 1;
-                match routing::read_msr(&mut self.backend, msr) {
-                    Ok(value) => Message::ReadAck {
-                        status: WireStatus::Ok,
-                        value,
-                    },
-                    Err(_) => Message::ReadAck {
-                        status: WireStatus::GeneralProtection,
-                        value: 0,
-                    },
-                }
+                self.touch(cpu);
+                let outcome = cpus::read_msr(&mut self.backend, cpu.into(), msr);
+                let (status, value) = wire(outcome);
+                Message::ReadAck { status, value }
             }
+            Message::CpuInfo => Message::CpuInfoAck {
+                count: self.backend.count() as u8,
+                running: self.backend.running_mask(),
+            },
             // A response type without the response bit cannot parse, and
             // Hello never gets here.
             _ => {
@@ -284,6 +298,12 @@ impl<B: VmxBackend> Stub<B> {
                     reason: NakReason::UnknownType,
                 }
             }
+        }
+    }
+
+    fn touch(&mut self, cpu: u8) {
+        if u32::from(cpu) < u64::BITS {
+            self.touched |= 1 << cpu;
         }
     }
 
@@ -365,5 +385,15 @@ impl<B: VmxBackend> Stub<B> {
     fn nak(&mut self, frame: &RawFrame, reason: NakReason) -> FrameBuf {
         self.stats.naks += 1;
         Message::Nak { reason }.to_frame(frame.session, frame.seq)
+    }
+}
+
+/// The wire status and value of a request's outcome.
+fn wire(outcome: Result<MsrOutcome, CpuError>) -> (WireStatus, u64) {
+    match outcome {
+        Ok(Ok(value)) => (WireStatus::Ok, value),
+        Ok(Err(_)) => (WireStatus::GeneralProtection, 0),
+        Err(CpuError::NoCpu) => (WireStatus::NoCpu, 0),
+        Err(CpuError::Inactive) => (WireStatus::CpuInactive, 0),
     }
 }

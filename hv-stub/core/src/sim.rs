@@ -133,50 +133,67 @@ impl Processors for SimCpus {
     }
 }
 
+/// How many processors a simulated debuggee has by default (DESIGN: `sim`
+/// takes `cpus=N`, default 4, all running).
+pub const DEFAULT_CPUS: usize = 4;
+
 pub struct SimTarget {
-    stub: Stub<SoftVmx>,
-    observation: Option<GuestObservation>,
+    stub: Stub<SimCpus>,
+    /// What each processor's guest read during its latest run.
+    observations: [Option<GuestObservation>; MAX_CPUS],
     last_entry_failure: Option<EntryFailure>,
 }
 
 impl SimTarget {
-    pub fn new(cpu: CpuCaps, session_seed: u8) -> Self {
+    /// A debuggee with [`DEFAULT_CPUS`] processors of kind `cpu`, all running.
+    pub fn new(cpu: CpuCaps, entropy: u64) -> Self {
+        SimTarget::with_cpus(cpu, DEFAULT_CPUS, DEFAULT_CPUS, entropy)
+    }
+
+    /// `count` processors (1..=MAX_CPUS), the first `online` of them
+    /// running the guest (1..=count).
+    pub fn with_cpus(cpu: CpuCaps, count: usize, online: usize, entropy: u64) -> Self {
         let mut target = SimTarget {
             stub: Stub::new(
-                SoftVmx::new(cpu),
+                SimCpus::new(cpu, count, online),
                 caps::SOFTWARE_MODEL | caps::GUEST_OBSERVER,
-                session_seed,
+                entropy,
             ),
-            observation: None,
+            observations: [None; MAX_CPUS],
             last_entry_failure: None,
         };
-        let model = target.model_mut();
-        for msr in policy::load_area_msrs(&cpu) {
-            let value = routing::read_msr(model, msr).unwrap_or(0);
-            let added = model.add_load_area_entry(msr, value);
-            debug_assert!(added, "the policy's area fits the model's");
+        for n in 0..online {
+            target.resume_cpu(n);
         }
-        target.resume_guest();
         target
     }
 
-    /// Feeds bytes received from the debugger; responses go to `send`. If
-    /// any frame was answered the guest then runs once, as hv-stub resumes
-    /// it after handling a request.
-    pub fn receive(&mut self, bytes: &[u8], mut send: impl FnMut(&[u8])) {
-        let mut answered = false;
-        self.stub.feed(bytes, |response| {
-            answered = true;
-            send(response);
-        });
-        if answered {
-            self.resume_guest();
+    /// Feeds bytes received from the debugger; responses go to `send`. The
+    /// guest then runs once on every processor a request ran on, as
+    /// hv-stub resumes it after handling a request.
+    pub fn receive(&mut self, bytes: &[u8], send: impl FnMut(&[u8])) {
+        self.stub.feed(bytes, send);
+        let touched = self.stub.take_touched();
+        for n in 0..self.cpus().count() {
+            if touched & (1 << n) != 0 {
+                self.resume_cpu(n);
+            }
         }
     }
 
-    /// VM entry, the observer's RDMSRs, VM exit.
+    /// VM entry, the observer's RDMSRs and VM exit on every running CPU.
     pub fn resume_guest(&mut self) {
-        let run = self.stub.backend_mut().run_guest(|guest| {
+        for n in 0..self.cpus().count() {
+            self.resume_cpu(n);
+        }
+    }
+
+    /// VM entry, the observer's RDMSRs, VM exit on processor `n`, if it runs.
+    pub fn resume_cpu(&mut self, n: usize) {
+        if self.cpus().state(n) != CpuState::Running {
+            return;
+        }
+        let run = self.stub.backend_mut().model_mut(n).run_guest(|guest| {
             let mut values = [(0u32, None); WATCHED.len()];
             for (slot, &msr) in values.iter_mut().zip(WATCHED.iter()) {
                 *slot = (msr, guest.rdmsr(msr).ok());
@@ -184,14 +201,19 @@ impl SimTarget {
             GuestObservation { values }
         });
         match run {
-            Ok(observation) => self.observation = Some(observation),
+            Ok(observation) => self.observations[n] = Some(observation),
             Err(failure) => self.last_entry_failure = Some(failure),
         }
     }
 
-    /// What the guest read during its latest successful run.
+    /// What the boot processor's guest read during its latest run.
     pub fn observation(&self) -> Option<&GuestObservation> {
-        self.observation.as_ref()
+        self.observation_of(0)
+    }
+
+    /// What processor `n`'s guest read during its latest run.
+    pub fn observation_of(&self, n: usize) -> Option<&GuestObservation> {
+        self.observations.get(n).and_then(Option::as_ref)
     }
 
     /// The latest failed VM entry, if any ever failed (hv-stub's promise is
@@ -200,19 +222,29 @@ impl SimTarget {
         self.last_entry_failure
     }
 
-    pub fn stub(&self) -> &Stub<SoftVmx> {
+    pub fn stub(&self) -> &Stub<SimCpus> {
         &self.stub
     }
 
-    pub fn stub_mut(&mut self) -> &mut Stub<SoftVmx> {
+    pub fn stub_mut(&mut self) -> &mut Stub<SimCpus> {
         &mut self.stub
     }
 
-    pub fn model(&self) -> &SoftVmx {
+    /// The debuggee's processors.
+    pub fn cpus(&self) -> &SimCpus {
         self.stub.backend()
     }
 
-    pub fn model_mut(&mut self) -> &mut SoftVmx {
+    pub fn cpus_mut(&mut self) -> &mut SimCpus {
         self.stub.backend_mut()
+    }
+
+    /// The boot processor's model.
+    pub fn model(&self) -> &SoftVmx {
+        self.cpus().model(0)
+    }
+
+    pub fn model_mut(&mut self) -> &mut SoftVmx {
+        self.cpus_mut().model_mut(0)
     }
 }

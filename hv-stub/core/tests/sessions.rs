@@ -43,7 +43,7 @@ fn open(stub: &mut Stub<SoftVmx>, nonce: u32, base: u16) -> u8 {
 }
 
 fn write(msr: u32, value: u64) -> Message {
-    Message::WriteMsr { msr, value }
+    Message::WriteMsr { cpu: 0, msr, value }
 }
 
 fn nak(reason: NakReason) -> Message {
@@ -61,7 +61,10 @@ fn a_write_replayed_after_any_number_of_newer_requests_is_never_executed_again()
     let s = open(&mut stub, 7, base);
     let w1 = write(IA32_LSTAR, 0xFFFF_F800_0000_1111).to_frame(s, base.wrapping_add(1));
     assert_eq!(answer(&mut stub, &w1).map(|a| a.1), Some(OK));
-    let read = Message::ReadMsr { msr: IA32_LSTAR };
+    let read = Message::ReadMsr {
+        cpu: 0,
+        msr: IA32_LSTAR,
+    };
     // 2^15 - 1, 2^15, 2^15 + 1 (where a serial-number window lets it in
     // again) and up to the end of the session's sequence space.
     let checkpoints = [32_767u32, 32_768, 32_769, 40_000, 65_533];
