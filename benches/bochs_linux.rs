@@ -12,16 +12,19 @@
 //! Bochs CPU second and per second of the guest's own clock; and, under
 //! hv-stub, write and read round trips per second through `pulse::Engine`
 //! to the running Linux, beside the same calls to hv-stub's observer guest
-//! (with its own Bochs settings) booted in the same round. Rounds alternate
+//! and the bare UART echo floor, both booted in the same round with the
+//! Linux guest's Bochs settings. Rounds alternate
 //! so machine noise hits all alike; rows give min / median / max.
 
 #[path = "../tests/bochs/mod.rs"]
 mod bochs;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bochs::linux::{self, Report};
-use bochs::{free_port, open_engine, Bochs, Com1};
+use bochs::{free_port, open_engine, Bochs};
 use pulse::hv_stub::msr::index::IA32_SYSENTER_ESP as SYSENTER_ESP;
 use pulse::Engine;
 
@@ -44,6 +47,9 @@ struct Rows {
     loop_guest: Vec<f64>,
     writes: Vec<f64>,
     reads: Vec<f64>,
+    /// Bare UART echo round trips of 9 and 20 bytes (the floor).
+    echo9: Vec<f64>,
+    echo20: Vec<f64>,
 }
 
 /// Boot timing and busy-loop rates of one Linux boot.
@@ -133,7 +139,7 @@ fn hv_stub_round(rows: &mut Rows) {
 
 fn observer_round(rows: &mut Rows) {
     let port = free_port();
-    let vm = Bochs::start(Com1::TcpServer(port));
+    let vm = linux::boot_image_like_linux(&bochs::image(), port);
     let engine = open_engine(
         &vm,
         &format!("tcp:127.0.0.1:{port}"),
@@ -143,6 +149,43 @@ fn observer_round(rows: &mut Rows) {
     measure_link(&engine, rows);
 }
 
+/// The floor: a polled 16550 echo loop without VMX (hv-stub/image/build.sh
+/// echo) under the same Bochs settings, 9 B (a write's answer) and 20 B (a
+/// write request) each way per round trip, with the same TCP options.
+fn echo_round(rows: &mut Rows) {
+    let port = free_port();
+    let vm = linux::boot_image_like_linux(&bochs::echo_image(), port);
+    vm.wait_from(0, bochs::BOOT_TIMEOUT, |l| l.contains("waiting for client"))
+        .expect("Bochs listens on COM1");
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect COM1");
+    stream.set_nodelay(true).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    vm.wait_from(0, bochs::BOOT_TIMEOUT, |l| l.trim_end().ends_with("READY"))
+        .expect("echo image READY");
+    for (size, row) in [(9, &mut rows.echo9), (20, &mut rows.echo20)] {
+        let message = vec![0x5Au8; size];
+        let mut back = vec![0u8; size];
+        let t = Instant::now();
+        for _ in 0..N {
+            stream.write_all(&message).unwrap();
+            let mut got = 0;
+            while got < size {
+                pulse::sys::tcp_quickack(&stream);
+                got += stream.read(&mut back[got..]).unwrap();
+            }
+        }
+        row.push(f64::from(N) / t.elapsed().as_secs_f64());
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// "min / median / max" of a row.
 fn spread(values: &[f64], unit: f64, digits: usize) -> String {
     if values.is_empty() {
@@ -150,7 +193,7 @@ fn spread(values: &[f64], unit: f64, digits: usize) -> String {
     }
     let mut v: Vec<f64> = values.iter().map(|x| x / unit).collect();
     v.sort_by(f64::total_cmp);
-    let median = v[v.len() / 2];
+    let median = median(&v);
     format!(
         "{:.digits$} / {median:.digits$} / {:.digits$}",
         v[0],
@@ -170,6 +213,7 @@ fn main() {
         if !bare_only {
             hv_stub_round(&mut hv);
             observer_round(&mut observer);
+            echo_round(&mut observer);
         }
     }
     println!(
@@ -203,22 +247,32 @@ fn main() {
     });
     if !bare_only {
         println!(
-            "{:<52} {:>28} {:>28}",
-            "link round trips per second, N = ".to_owned() + &N.to_string(),
-            "observer guest",
-            "Linux guest"
+            "COM1 round trips per second (TCP, N = {N}, same Bochs settings), \
+             medians compared with the 20 B echo"
         );
-        for (name, get) in [
+        println!(
+            "{:<52} {:>28} {:>10}",
+            "row", "min / median / max", "vs floor"
+        );
+        let floor = median(&observer.echo20);
+        for (name, values) in [
             (
-                "Engine::write_msr",
-                (|r: &Rows| &r.writes) as fn(&Rows) -> &Vec<f64>,
+                "write_msr to the Linux guest (20 B out, 9 B back)",
+                &hv.writes,
             ),
-            ("Engine::read_msr", |r: &Rows| &r.reads),
+            (
+                "read_msr from the Linux guest (12 B out, 17 B back)",
+                &hv.reads,
+            ),
+            ("write_msr to the observer guest", &observer.writes),
+            ("read_msr from the observer guest", &observer.reads),
+            ("bare UART echo, 9 B each way", &observer.echo9),
+            ("bare UART echo, 20 B each way (floor)", &observer.echo20),
         ] {
             println!(
-                "{name:<52} {:>28} {:>28}",
-                spread(get(&observer), 1.0, 0),
-                spread(get(&hv), 1.0, 0)
+                "{name:<52} {:>28} {:>9.2}x",
+                spread(values, 1.0, 0),
+                median(values) / floor
             );
         }
     }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -85,6 +85,27 @@ pub fn boot_under_hv_stub(com1_port: u16, cmdline: &str) -> Bochs {
     command
         .arg(format!("server:{com1_port}"))
         .env("HV_STUB_IMG", image())
+        .env("HV_STUB_LOG", workdir.join("bochs.log"));
+    Bochs::spawn(command, workdir, RUN_DEADLINE)
+}
+
+/// run-bochs.sh's Bochs settings for a Linux guest (its defaults with -k),
+/// for runs of other images that are to be compared with it.
+pub const LINUX_BOCHS_SETTINGS: [&str; 6] =
+    ["-i", "50000000", "-m", "corei7_skylake_x", "-M", "256"];
+
+/// Boots another image (hv-stub with its observer guest, the UART echo
+/// image) through run-bochs.sh with the Linux guest's Bochs settings, COM1
+/// a TCP socket Bochs listens on.
+pub fn boot_image_like_linux(image: &Path, com1_port: u16) -> Bochs {
+    require_bochs();
+    let workdir = workdir();
+    let mut command = Command::new(repo_root().join("hv-stub/image/run-bochs.sh"));
+    command
+        .args(["-t", &deadline_arg()])
+        .args(LINUX_BOCHS_SETTINGS)
+        .arg(format!("server:{com1_port}"))
+        .env("HV_STUB_IMG", image)
         .env("HV_STUB_LOG", workdir.join("bochs.log"));
     Bochs::spawn(command, workdir, RUN_DEADLINE)
 }
