@@ -153,9 +153,12 @@ fn write(name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
+/// A fresh file per call: tests run in parallel, and rewriting a shared
+/// one could let another run see it empty.
 fn initrd() -> PathBuf {
+    let name = format!("initrd-{}", rand_suffix());
     write(
-        "initrd",
+        &name,
         b"not really an initramfs: the fake kernels never read it",
     )
 }
