@@ -501,25 +501,105 @@ fn read_modify_write_is_one_read_and_one_write_with_both_values() {
 }
 
 #[test]
-fn cpu_0_works_and_other_cpus_are_refused_until_libpulse_targets_cpus() {
-    let out = pulse(&["-p", "0", "rdmsr", "IA32_EFER"]);
+fn cpus_by_index_and_all_running_cpus() {
+    // Four CPUs, two of them running.
+    let sim = "sim?cpus=4&online=2";
+    let out = pulse(&["-t", sim, "-p", "1", "rdmsr", "IA32_EFER"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
-        "IA32_EFER (0xc0000080) = 0x0000000000000d01\n"
+        "IA32_EFER (0xc0000080) on CPU 1 = 0x0000000000000d01\n"
     );
-    for args in [
-        &["-p", "1", "rdmsr", "IA32_EFER"][..],
-        &["--cpu=3", "wrmsr", "IA32_LSTAR", "0"],
-        &["-a", "rdmsr", "IA32_EFER"],
-        &["--all-cpus", "wrmsr", "IA32_LSTAR", "0"],
-    ] {
-        let err = assert_one_line_error(args, 2);
-        assert!(
-            err.contains("CPU targeting is not supported by this libpulse yet"),
-            "{err}"
-        );
-    }
+    let help = stdout(&pulse(&["--help"]));
+    let code = |name| documented_exit_code(&help, name);
+    let err = assert_one_line_error(
+        &["-t", sim, "-p", "3", "rdmsr", "IA32_EFER"],
+        code("PULSE_STATUS_BARRIER_OWNER_INACTIVE"),
+    );
+    assert!(
+        err.starts_with("pulse: switch to CPU 3: PULSE_STATUS_BARRIER_OWNER_INACTIVE"),
+        "{err}"
+    );
+    let err = assert_one_line_error(
+        &["-t", sim, "--cpu=4", "wrmsr", "IA32_LSTAR", "0"],
+        code("PULSE_STATUS_BARRIER_NO_CPU"),
+    );
+    assert!(
+        err.starts_with("pulse: switch to CPU 4: PULSE_STATUS_BARRIER_NO_CPU"),
+        "{err}"
+    );
+
+    // -a: a plain write is one request for every running CPU; the
+    // read-back and reads go CPU by CPU.
+    let out = pulse(&[
+        "-t",
+        sim,
+        "-a",
+        "wrmsr",
+        "IA32_LSTAR",
+        "0xfffff80012345000",
+        "--read-back",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "IA32_LSTAR (0xc0000082) on every running CPU <- 0xfffff80012345000: PULSE_STATUS_SUCCESS\n\
+         IA32_LSTAR (0xc0000082) on CPU 0 = 0xfffff80012345000\n\
+         IA32_LSTAR (0xc0000082) on CPU 1 = 0xfffff80012345000\n"
+    );
+    let out = pulse(&["-t", sim, "--all-cpus", "-x", "rdmsr", "IA32_EFER"]);
+    assert_eq!(stdout(&out), "0x0000000000000d01\n0x0000000000000d01\n");
+    // All or nothing: a value one CPU refuses changes none.
+    let out = pulse(&[
+        "-t",
+        sim,
+        "--json",
+        "-a",
+        "wrmsr",
+        "IA32_PAT",
+        "0x0202020202020202",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).starts_with(
+            r#"{"op":"wrmsr","cpu":"all","msr":"0x00000277","name":"IA32_PAT","status":"PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION""#
+        ),
+        "{}",
+        stdout(&out)
+    );
+    // A read-modify-write runs on each CPU: one read and one write there.
+    let out = pulse(&["-t", sim, "-a", "wrmsr", "IA32_DEBUGCTL", "--set-bits", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "IA32_DEBUGCTL (0x1d9) on CPU 0: 0x0000000000000000 -> 0x0000000000000001: PULSE_STATUS_SUCCESS\n\
+         IA32_DEBUGCTL (0x1d9) on CPU 1: 0x0000000000000000 -> 0x0000000000000001: PULSE_STATUS_SUCCESS\n"
+    );
+
+    // In a shell, -p N makes N the current CPU for the later lines too, and
+    // -a comes back to it.
+    let script = "wrmsr -p 1 IA32_LSTAR 0xfffff80000001000\n\
+                  rdmsr IA32_LSTAR -x\n\
+                  -a rdmsr IA32_LSTAR -x\n\
+                  rdmsr IA32_LSTAR --json\n\
+                  rdmsr -p 0 IA32_LSTAR -x\n";
+    let out = pulse_with_stdin(&["-t", sim, "shell"], script);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    let sim_lstar = lines[5].to_owned();
+    assert_eq!(
+        lines[..5],
+        [
+            "IA32_LSTAR (0xc0000082) on CPU 1 <- 0xfffff80000001000: PULSE_STATUS_SUCCESS",
+            "0xfffff80000001000",
+            &sim_lstar,
+            "0xfffff80000001000",
+            r#"{"op":"rdmsr","msr":"0xc0000082","name":"IA32_LSTAR","status":"PULSE_STATUS_SUCCESS","code":"0x00000000","value":"0xfffff80000001000"}"#,
+        ]
+    );
+    assert_ne!(sim_lstar, "0xfffff80000001000", "CPU 0 kept its own LSTAR");
+    assert_eq!(lines.len(), 6);
 }
 
 #[test]
@@ -530,7 +610,7 @@ fn json_covers_command_line_errors() {
             "unknown MSR name `IA32_NOPE`",
         ),
         (&["--json", "frob"], "unknown command `frob`"),
-        (&["--json", "-a", "rdmsr", "IA32_EFER"], "-a: CPU targeting"),
+        (&["--json", "-a", "msrs"], "msrs probes one CPU"),
     ] {
         let out = pulse(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

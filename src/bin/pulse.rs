@@ -122,8 +122,11 @@ fn help_text() -> String {
         "  -d, --decimal         print values only, in unsigned decimal\n",
         "      --json            print one JSON object per result on stdout,\n",
         "                        errors included\n",
-        "  -p, --cpu N           act on CPU N (default 0)\n",
-        "  -a, --all-cpus        act on every CPU\n",
+        "  -p, --cpu N           act on CPU N: it becomes the current CPU (in a\n",
+        "                        shell, for the later lines too); default: the\n",
+        "                        current CPU, 0 after connecting\n",
+        "  -a, --all-cpus        act on every running CPU in turn; wrmsr MSR VALUE\n",
+        "                        is one all-or-nothing request for all of them\n",
         "      --all-names       msrs: every name pulse knows, without a debuggee\n",
         "  -h, --help            print this help\n",
         "  -V, --version         print the version\n",
@@ -568,25 +571,13 @@ fn parse_with(
     if all_names && !matches!(command, Command::List { .. }) {
         return Err(usage!("--all-names only goes with msrs"));
     }
+    if matches!(command, Command::List { .. }) && options.cpus == Cpus::All {
+        return Err(usage!("msrs probes one CPU: -p N, not -a"));
+    }
     if all_names && options.cpus != Cpus::Current {
         return Err(usage!("--all-names needs no debuggee: -p/-a do not apply"));
     }
     Ok((options, command))
-}
-
-/// CPU targeting (`PsSwitchCpu`, `PsWriteMsrAllCpus`, DESIGN.md 1.1) is not
-/// in this libpulse yet: CPU 0, current after the engine is created, is the
-/// only one reachable. The one place that will switch CPUs once it is.
-fn select_cpus(cpus: Cpus) -> Result<(), Usage> {
-    match cpus {
-        Cpus::Current | Cpus::One(0) => Ok(()),
-        Cpus::One(n) => Err(usage!(
-            "-p {n}: CPU targeting is not supported by this libpulse yet (only CPU 0)"
-        )),
-        Cpus::All => Err(usage!(
-            "-a: CPU targeting is not supported by this libpulse yet (only CPU 0)"
-        )),
-    }
 }
 
 /// A JSON string literal.
@@ -622,7 +613,16 @@ struct Outcome<'a> {
     old: Option<u64>,
     value: Option<u64>,
     field: Option<Field>,
+    /// The CPU it acted on, when the command named one (-p, -a).
+    cpu: Option<OnCpu>,
     status: Status,
+}
+
+/// Where a result comes from: one CPU, or every running CPU at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OnCpu {
+    One(u64),
+    Every,
 }
 
 impl<'a> Outcome<'a> {
@@ -634,7 +634,16 @@ impl<'a> Outcome<'a> {
             old: None,
             value: None,
             field: None,
+            cpu: None,
             status,
+        }
+    }
+
+    fn cpu_label(&self) -> String {
+        match self.cpu {
+            Some(OnCpu::One(n)) => format!(" on CPU {n}"),
+            Some(OnCpu::Every) => " on every running CPU".to_owned(),
+            None => String::new(),
         }
     }
 
@@ -642,6 +651,13 @@ impl<'a> Outcome<'a> {
         let mut out = format!("{{\"op\":{}", json_str(self.op));
         if let Some(transport) = self.transport {
             let _ = write!(out, ",\"transport\":{}", json_str(transport));
+        }
+        match self.cpu {
+            Some(OnCpu::One(n)) => {
+                let _ = write!(out, ",\"cpu\":{n}");
+            }
+            Some(OnCpu::Every) => out.push_str(",\"cpu\":\"all\""),
+            None => {}
         }
         if let Some(msr) = self.msr {
             let _ = write!(out, ",\"msr\":\"{:#010x}\"", msr.number);
@@ -678,18 +694,24 @@ impl<'a> Outcome<'a> {
 
     /// The human line: on stdout for a success, on stderr for a failure.
     fn text(&self) -> String {
+        let on = self.cpu_label();
         let what = match (self.op, self.msr, self.old, self.value) {
             ("rdmsr", Some(msr), _, Some(value)) if self.status.is_success() => {
+                let label = msr.label();
                 return match self.field {
-                    Some(f) => format!("{} [{}] = {:#x}", msr.label(), f.text(), f.extract(value)),
-                    None => format!("{} = {value:#018x}", msr.label()),
+                    Some(f) => format!("{label}{on} [{}] = {:#x}", f.text(), f.extract(value)),
+                    None => format!("{label}{on} = {value:#018x}"),
                 };
             }
             ("rmw", Some(msr), Some(old), Some(new)) => {
-                format!("{}: {old:#018x} -> {new:#018x}", msr.label())
+                format!("{}{on}: {old:#018x} -> {new:#018x}", msr.label())
             }
-            ("wrmsr", Some(msr), _, Some(value)) => format!("{} <- {value:#018x}", msr.label()),
-            (op, Some(msr), _, _) => format!("{op} {}", msr.label()),
+            ("wrmsr", Some(msr), _, Some(value)) => {
+                format!("{}{on} <- {value:#018x}", msr.label())
+            }
+            (op, Some(msr), _, _) => format!("{op} {}{on}", msr.label()),
+            ("switch", None, _, _) => format!("switch{}", on.replacen(" on", " to", 1)),
+            ("cpus", None, _, _) => "ask for the CPUs".to_owned(),
             (op, None, _, _) => format!("{op} `{}`", self.transport.unwrap_or("?")),
         };
         if self.status.is_success() {
@@ -796,6 +818,7 @@ fn open_engine(options: &Options, printer: &mut Printer) -> Option<Engine> {
                 old: None,
                 value: None,
                 field: None,
+                cpu: None,
                 status,
             });
             None
@@ -803,13 +826,100 @@ fn open_engine(options: &Options, printer: &mut Printer) -> Option<Engine> {
     }
 }
 
-/// Runs one command on an open engine, reporting every result.
+/// Makes CPU the engine's current one (`PsSwitchCpu`); a failure is
+/// reported as the result of the command.
+fn switch_to(engine: &Engine, cpu: u64, printer: &mut Printer) -> bool {
+    match engine.switch_cpu(cpu) {
+        Ok(_) => true,
+        Err(status) => {
+            printer.report(&Outcome {
+                op: "switch",
+                msr: None,
+                transport: None,
+                old: None,
+                value: None,
+                field: None,
+                cpu: Some(OnCpu::One(cpu)),
+                status,
+            });
+            false
+        }
+    }
+}
+
+/// Runs one command on an open engine, reporting every result. `-p N`
+/// makes N the current CPU first (for the rest of a shell session too, as
+/// WinDbg's `~Ns`); `-a` runs it on each running CPU in turn (a plain write
+/// as one all-or-nothing request) and then returns to the current CPU.
 fn execute(engine: &Engine, options: &Options, command: &Command, printer: &mut Printer) {
     printer.format = options.format;
-    if let Err(usage) = select_cpus(options.cpus) {
-        printer.usage(&usage, None);
-        return;
+    printer.json = options.json;
+    match options.cpus {
+        Cpus::Current => execute_on(engine, options, command, None, printer),
+        Cpus::One(cpu) => {
+            if switch_to(engine, cpu, printer) {
+                execute_on(engine, options, command, Some(OnCpu::One(cpu)), printer);
+            }
+        }
+        Cpus::All => {
+            if let Command::Write {
+                msr,
+                op: WriteOp::Value(value),
+            } = command
+            {
+                let status = status_of(&engine.write_msr_all_cpus(msr.number, *value));
+                printer.report(&Outcome {
+                    value: Some(*value),
+                    cpu: Some(OnCpu::Every),
+                    ..Outcome::on("wrmsr", *msr, status)
+                });
+                if !(options.read_back && status.is_success()) {
+                    return;
+                }
+            }
+            let info = match engine.cpu_info() {
+                Ok(info) => info,
+                Err(status) => {
+                    printer.report(&Outcome {
+                        op: "cpus",
+                        msr: None,
+                        transport: None,
+                        old: None,
+                        value: None,
+                        field: None,
+                        cpu: None,
+                        status,
+                    });
+                    return;
+                }
+            };
+            let home = engine.current_cpu();
+            for cpu in (0..info.count).filter(|&c| info.is_running(c)) {
+                if !switch_to(engine, cpu, printer) {
+                    break;
+                }
+                match command {
+                    // Written above; here only the read-back on each CPU.
+                    Command::Write {
+                        msr,
+                        op: WriteOp::Value(_),
+                    } => read_one(engine, *msr, options.field, Some(OnCpu::One(cpu)), printer),
+                    _ => execute_on(engine, options, command, Some(OnCpu::One(cpu)), printer),
+                }
+            }
+            switch_to(engine, home, printer);
+        }
     }
+}
+
+/// Runs one command on the engine's current CPU (`on` labels the results).
+fn execute_on(
+    engine: &Engine,
+    options: &Options,
+    command: &Command,
+    on: Option<OnCpu>,
+    printer: &mut Printer,
+) {
     match command {
         Command::Write {
             msr,
@@ -818,10 +928,11 @@ fn execute(engine: &Engine, options: &Options, command: &Command, printer: &mut 
             let status = status_of(&engine.write_msr(msr.number, *value));
             printer.report(&Outcome {
                 value: Some(*value),
+                cpu: on,
                 ..Outcome::on("wrmsr", *msr, status)
             });
             if options.read_back && status.is_success() {
-                read_one(engine, *msr, options.field, printer);
+                read_one(engine, *msr, options.field, on, printer);
             }
         }
         Command::Write {
@@ -832,7 +943,10 @@ fn execute(engine: &Engine, options: &Options, command: &Command, printer: &mut 
             let old = match engine.read_msr(msr.number) {
                 Ok(old) => old,
                 Err(status) => {
-                    printer.report(&Outcome::on("rmw", *msr, status));
+                    printer.report(&Outcome {
+                        cpu: on,
+                        ..Outcome::on("rmw", *msr, status)
+                    });
                     return;
                 }
             };
@@ -841,15 +955,16 @@ fn execute(engine: &Engine, options: &Options, command: &Command, printer: &mut 
             printer.report(&Outcome {
                 old: Some(old),
                 value: Some(new),
+                cpu: on,
                 ..Outcome::on("rmw", *msr, status)
             });
             if options.read_back && status.is_success() {
-                read_one(engine, *msr, options.field, printer);
+                read_one(engine, *msr, options.field, on, printer);
             }
         }
         Command::Read { msrs } => {
             for msr in msrs {
-                read_one(engine, *msr, options.field, printer);
+                read_one(engine, *msr, options.field, on, printer);
             }
         }
         Command::List { .. } => probe_msrs(engine, printer),
@@ -857,11 +972,18 @@ fn execute(engine: &Engine, options: &Options, command: &Command, printer: &mut 
     }
 }
 
-fn read_one(engine: &Engine, msr: Msr, field: Option<Field>, printer: &mut Printer) {
+fn read_one(
+    engine: &Engine,
+    msr: Msr,
+    field: Option<Field>,
+    on: Option<OnCpu>,
+    printer: &mut Printer,
+) {
     let result = engine.read_msr(msr.number);
     printer.report(&Outcome {
         value: result.as_ref().ok().copied(),
         field,
+        cpu: on,
         ..Outcome::on("rdmsr", msr, status_of(&result))
     });
 }
@@ -1018,12 +1140,6 @@ fn run(args: &[String]) -> u8 {
                 format: options.format,
                 first_failure: None,
             };
-            // A CPU this libpulse cannot reach is a usage error, found
-            // before connecting.
-            if let Err(usage) = select_cpus(options.cpus) {
-                printer.usage(&usage, None);
-                return printer.exit();
-            }
             if let Some(engine) = open_engine(&options, &mut printer) {
                 execute(&engine, &options, &command, &mut printer);
             }
@@ -1072,12 +1188,14 @@ mod tests {
 
     #[test]
     fn every_status_has_a_distinct_exit_code() {
+        // Every error; SUCCESS and informational codes exit 0.
         for status in Status::ALL.iter().filter(|s| s.is_error()) {
             assert!(
                 EXIT_CODES.iter().any(|(s, _)| s == status),
                 "{status:?} has no exit code"
             );
         }
+        assert_eq!(exit_code(Status::BARRIER_ALREADY_OWNED), 0);
         let mut codes: Vec<u8> = EXIT_CODES.iter().map(|&(_, c)| c).collect();
         codes.push(EXIT_UNKNOWN_STATUS);
         let count = codes.len();
@@ -1278,11 +1396,13 @@ mod tests {
     }
 
     #[test]
-    fn cpus_beyond_0_are_refused_until_libpulse_targets_cpus() {
-        assert!(select_cpus(Cpus::Current).is_ok());
-        assert!(select_cpus(Cpus::One(0)).is_ok());
-        assert!(select_cpus(Cpus::One(1)).is_err());
-        assert!(select_cpus(Cpus::All).is_err());
+    fn cpu_options() {
+        let (o, _) = parse_args(&args(&["-p", "3", "rdmsr", "0x10"]), None).unwrap();
+        assert_eq!(o.cpus, Cpus::One(3));
+        let (o, _) = parse_args(&args(&["rdmsr", "--all-cpus", "0x10"]), None).unwrap();
+        assert_eq!(o.cpus, Cpus::All);
+        assert!(parse_args(&args(&["-a", "msrs"]), None).is_err());
+        assert!(parse_args(&args(&["-p", "1", "msrs"]), None).is_ok());
     }
 
     #[test]
