@@ -234,13 +234,11 @@ fn too_long_command_line_is_refused() {
     );
 }
 
-#[test]
-fn triple_fault_is_reported_and_the_link_still_answers() {
-    let kernel = write("triple-fault", &fake_bzimage(UD2));
+/// COM1 as a TCP server (Bochs waits for its one client before it boots):
+/// an engine connects at once from another thread and is handed over.
+fn engine_for_com1() -> (String, thread::JoinHandle<bool>, mpsc::Receiver<Engine>) {
     let port = bochs::free_port();
-    let com1 = format!("server:{port}");
     let transport = format!("tcp:127.0.0.1:{port}");
-    // Bochs waits for its COM1 client before it boots: connect at once.
     let (tx, rx) = mpsc::channel::<Engine>();
     let connector = thread::spawn(move || {
         let config = EngineConfig {
@@ -257,24 +255,63 @@ fn triple_fault_is_reported_and_the_link_still_answers() {
             }
         }
     });
-    let mut engine = None;
+    (format!("server:{port}"), connector, rx)
+}
+
+#[test]
+fn the_debugger_reads_what_a_linux_guest_reads() {
+    let mut code = print_e9("GUEST UP\n");
+    code.extend_from_slice(HANG);
+    let kernel = write("guest-up", &fake_bzimage(&code));
+    let (com1, connector, rx) = engine_for_com1();
+    let mut answered = None;
+    let run = run_bochs(
+        &["-k", s(&kernel), "-r", s(&initrd()), &com1],
+        &[],
+        |line| {
+            if line != "GUEST UP" {
+                return false;
+            }
+            let engine = rx.recv().unwrap();
+            let wrote = engine.write_msr(0x174, 0x10); // IA32_SYSENTER_CS
+            answered = Some((
+                engine.cpu_info(),
+                wrote,
+                engine.read_msr(0x174),
+                engine.read_msr(0x3A),  // IA32_FEATURE_CONTROL
+                engine.read_msr(0x480), // IA32_VMX_BASIC
+            ));
+            true
+        },
+    );
+    assert!(connector.join().unwrap());
+    let Some((info, wrote, sysenter_cs, feature_control, vmx_basic)) = answered else {
+        panic!("the guest never came up\n{}", run.tail());
+    };
+    let info = info.expect("cpu_info");
+    assert_eq!((info.count, info.running), (1, 1));
+    assert_eq!(wrote, Ok(()));
+    assert_eq!(sysenter_cs, Ok(0x10));
+    // What a Linux guest sees, the debugger reads: FEATURE_CONTROL locked
+    // with VMX disabled, no VMX capability MSRs.
+    assert_eq!(feature_control.map(|v| v & 0b111), Ok(0b001));
+    assert_eq!(vmx_basic, Err(pulse::Status::EXCEPTION_GENERAL_PROTECTION));
+}
+
+#[test]
+fn triple_fault_is_reported_to_the_debugger() {
+    let kernel = write("triple-fault", &fake_bzimage(UD2));
+    let (com1, connector, rx) = engine_for_com1();
     let mut answered = None;
     let run = run_bochs(
         &["-k", s(&kernel), "-r", s(&initrd()), &com1],
         &[("HV_STUB_ERROR_GRACE", "40")],
         |line| {
-            if engine.is_none() {
-                engine = rx.try_recv().ok();
-            }
             if !line.starts_with("HV guest stopped") {
                 return false;
             }
-            let engine = engine.get_or_insert_with(|| rx.recv().unwrap());
-            answered = Some((
-                engine.read_msr(0x174), // IA32_SYSENTER_CS
-                engine.read_msr(0x3A),  // IA32_FEATURE_CONTROL
-                engine.read_msr(0x480), // IA32_VMX_BASIC
-            ));
+            let engine = rx.recv().unwrap();
+            answered = Some((engine.cpu_info(), engine.read_msr(0x174)));
             true
         },
     );
@@ -284,18 +321,13 @@ fn triple_fault_is_reported_and_the_link_still_answers() {
         "{}",
         run.tail()
     );
-    let Some((sysenter_cs, feature_control, vmx_basic)) = answered else {
+    let Some((info, read)) = answered else {
         panic!("the run ended before the guest stopped\n{}", run.tail());
     };
-    assert_eq!(
-        sysenter_cs,
-        Ok(0),
-        "the link did not answer after the triple fault"
-    );
-    // What a Linux guest sees, the debugger reads: FEATURE_CONTROL locked
-    // with VMX disabled, no VMX capability MSRs.
-    assert_eq!(feature_control.map(|v| v & 0b111), Ok(0b001));
-    assert_eq!(vmx_basic, Err(pulse::Status::EXCEPTION_GENERAL_PROTECTION));
+    // The link still answers; the processor is reported stopped.
+    let info = info.expect("cpu_info after the triple fault");
+    assert_eq!((info.count, info.running), (1, 0));
+    assert_eq!(read, Err(pulse::Status::BARRIER_OWNER_INACTIVE));
     assert!(!run.status.success());
 }
 

@@ -1,7 +1,9 @@
 //! The real VMX backend of hv-stub's routing: VMREAD/VMWRITE of the current
 //! VMCS, fault-safe RDMSR/WRMSR in VMX-root mode, the VM-entry MSR-load area
-//! and the IA32_FEATURE_CONTROL shadow the guest's RDMSR sees.
+//! and the IA32_FEATURE_CONTROL shadow the guest's RDMSR sees; and the
+//! processor it runs on, as the request handler sees it (`GuestCpu`).
 
+use hv_stub::cpus::{CpuError, CpuState, Processors};
 use hv_stub::{CpuCaps, GpFault, MsrEntry, VmxBackend};
 
 use crate::{cpu, say, vmx};
@@ -95,5 +97,37 @@ impl VmxBackend for RealVmx {
 
     fn feature_control_shadow(&mut self) -> &mut u64 {
         &mut self.feature_control
+    }
+}
+
+/// The one processor hv-stub virtualises today, and whether its guest still
+/// runs: once the guest cannot continue (triple fault, INIT, an access to
+/// hv-stub's memory, ...) it is `Stopped`, which the debugger sees in
+/// CPU_INFO and as "CPU inactive" for MSR requests.
+pub struct GuestCpu {
+    pub vmx: RealVmx,
+    pub state: CpuState,
+}
+
+impl Processors for GuestCpu {
+    type Backend = RealVmx;
+
+    fn count(&self) -> usize {
+        1
+    }
+
+    fn state(&self, _cpu: usize) -> CpuState {
+        self.state
+    }
+
+    fn with_cpu<R>(
+        &mut self,
+        cpu: usize,
+        f: impl FnOnce(&mut RealVmx) -> R,
+    ) -> Result<R, CpuError> {
+        if cpu != 0 {
+            return Err(CpuError::NoCpu);
+        }
+        Ok(f(&mut self.vmx))
     }
 }

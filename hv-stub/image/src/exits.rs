@@ -253,7 +253,7 @@ impl Host {
     fn guest_rdmsr(&mut self, regs: &mut GuestRegs) -> Next {
         let msr = regs.rcx as u32;
         let value = if msr == index::IA32_FEATURE_CONTROL {
-            Some(*self.link.stub.backend_mut().feature_control_shadow())
+            Some(*self.link.stub.backend_mut().vmx.feature_control_shadow())
         } else if self.kind == GuestKind::Linux && VMX_MSRS.contains(&msr) {
             None
         } else {
@@ -273,7 +273,7 @@ impl Host {
         let msr = regs.rcx as u32;
         let value = regs.edx_eax();
         let ok = if msr == index::IA32_FEATURE_CONTROL {
-            let backend = self.link.stub.backend_mut();
+            let backend = &mut self.link.stub.backend_mut().vmx;
             let caps = *backend.caps();
             let shadow = backend.feature_control_shadow();
             let valid = matches!(validate::wrmsr_check(msr, value, &caps), Some(Ok(())));

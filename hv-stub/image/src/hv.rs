@@ -11,7 +11,9 @@ use hv_stub::msr::{entry, exit, field, index};
 use hv_stub::{MsrEntry, Stub};
 use pulse_proto::message::caps;
 
-use crate::backend::RealVmx;
+use hv_stub::cpus::CpuState;
+
+use crate::backend::{GuestCpu, RealVmx};
 use crate::caps::*;
 use crate::desc::{self, CODE64, DATA, HOST_TR};
 use crate::exits::{FixedCrs, GuestRegs, Next, CR4_OSXSAVE, CR4_VMXE, VMX_MSRS};
@@ -497,7 +499,17 @@ pub fn start() -> ! {
         GuestKind::Linux => caps::REAL_VMX,
     };
     let host = Host {
-        link: Link::new(Stub::new(backend, guest_caps, seed), uart),
+        link: Link::new(
+            Stub::new(
+                GuestCpu {
+                    vmx: backend,
+                    state: CpuState::Running,
+                },
+                guest_caps,
+                seed,
+            ),
+            uart,
+        ),
         kind,
         ready: kind == GuestKind::Linux,
         exits: 0,

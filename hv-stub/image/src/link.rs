@@ -4,7 +4,9 @@
 
 use hv_stub::Stub;
 
-use crate::backend::RealVmx;
+use hv_stub::cpus::CpuState;
+
+use crate::backend::GuestCpu;
 use crate::uart::Uart;
 
 /// Polls of an idle UART before a partly received frame is left for the
@@ -12,12 +14,12 @@ use crate::uart::Uart;
 const IDLE_POLLS: u32 = 20_000;
 
 pub struct Link {
-    pub stub: Stub<RealVmx>,
+    pub stub: Stub<GuestCpu>,
     uart: Option<Uart>,
 }
 
 impl Link {
-    pub fn new(stub: Stub<RealVmx>, uart: Option<Uart>) -> Link {
+    pub fn new(stub: Stub<GuestCpu>, uart: Option<Uart>) -> Link {
         Link { stub, uart }
     }
 
@@ -56,8 +58,9 @@ impl Link {
     }
 
     /// After the guest stopped for good: serve the link forever (the
-    /// debugger can still read what the guest left), or halt without one.
+    /// debugger sees the processor stopped), or halt without one.
     pub fn serve_forever(&mut self) -> ! {
+        self.stub.backend_mut().state = CpuState::Stopped;
         loop {
             if self.uart.is_some() {
                 self.serve();
