@@ -37,7 +37,9 @@ static int failures;
               strerror(want));                                                      \
     } while (0)
 
-int main(void)
+/* Usage: msrdev_errno [CPUS]: with CPUS, the listing must have exactly
+ * that many CPUs (the ones that run). */
+int main(int argc, char **argv)
 {
     uint64_t value = 0, pair[2] = { 0, 0 };
     const uint64_t lstar = UINT64_C(0xFFFFF80012345000);
@@ -80,6 +82,7 @@ int main(void)
     while (snprintf(path, sizeof path, "/dev/cpu/%d/msr", cpus), access(path, F_OK) == 0)
         cpus++;
     CHECK(cpus >= 1, "no CPU in /dev/cpu");
+    CHECK(argc < 2 || cpus == atoi(argv[1]), "%d CPUs listed, want %s", cpus, argv[1]);
     CHECK(stat("/dev/cpu/0/msr", &st) == 0 && S_ISREG(st.st_mode), "stat /dev/cpu/0/msr");
     CHECK(stat("/dev/cpu", &st) == 0 && S_ISDIR(st.st_mode), "stat /dev/cpu");
     dir = opendir("/dev/cpu");
