@@ -165,7 +165,11 @@ fn echo_round(rows: &mut Rows) {
     vm.wait_from(0, bochs::BOOT_TIMEOUT, |l| l.trim_end().ends_with("READY"))
         .expect("echo image READY");
     for (size, row) in [(9, &mut rows.echo9), (20, &mut rows.echo20)] {
-        let message = vec![0x5Au8; size];
+        // The floor image answers a message's second byte's count of bytes
+        // once it has the first byte's count (hv-stub/image/src/lib.rs).
+        let mut message = vec![0x5Au8; size];
+        message[0] = size as u8;
+        message[1] = size as u8;
         let mut back = vec![0u8; size];
         let t = Instant::now();
         for _ in 0..N {
