@@ -164,22 +164,6 @@ const OTHERS: &[Msr] = &[
     rw(0x10B, "FLUSH_CMD", Shape::Command),
     ro(0xFE, "MTRRCAP"),
     ro(0x10A, "ARCH_CAPABILITIES"),
-    rw(0x200, "MTRR_PHYSBASE0", Shape::MtrrPhysBase),
-    rw(0x201, "MTRR_PHYSMASK0", Shape::MtrrPhysMask),
-    rw(0x202, "MTRR_PHYSBASE1", Shape::MtrrPhysBase),
-    rw(0x203, "MTRR_PHYSMASK1", Shape::MtrrPhysMask),
-    rw(0x20E, "MTRR_PHYSBASE7", Shape::MtrrPhysBase),
-    rw(0x20F, "MTRR_PHYSMASK7", Shape::MtrrPhysMask),
-    rw(
-        0x210,
-        "MTRR_PHYSBASE8 (beyond MTRRCAP.VCNT)",
-        Shape::MtrrPhysBase,
-    ),
-    rw(0x250, "MTRR_FIX64K_00000", Shape::MtrrFixed),
-    rw(0x258, "MTRR_FIX16K_80000", Shape::MtrrFixed),
-    rw(0x259, "MTRR_FIX16K_A0000", Shape::MtrrFixed),
-    rw(0x268, "MTRR_FIX4K_C0000", Shape::MtrrFixed),
-    rw(0x26F, "MTRR_FIX4K_F8000", Shape::MtrrFixed),
     rw(0x2FF, "MTRR_DEF_TYPE", Shape::MtrrDefType),
     ro(0x480, "VMX_BASIC"),
     ro(0x481, "VMX_PINBASED_CTLS"),
@@ -237,7 +221,24 @@ fn catalogue() -> Vec<Msr> {
             .iter()
             .filter(|o| TABLE.iter().all(|r| r.msr != o.index)),
     );
+    all.extend(mtrrs());
     all
+}
+
+/// Every MTRR: nine variable-range pairs (Bochs has eight, MTRRCAP.VCNT)
+/// and the eleven fixed-range MSRs.
+fn mtrrs() -> Vec<Msr> {
+    let variable = (0..9u32).flat_map(|n| {
+        [
+            rw(0x200 + 2 * n, "MTRR_PHYSBASEn", Shape::MtrrPhysBase),
+            rw(0x201 + 2 * n, "MTRR_PHYSMASKn", Shape::MtrrPhysMask),
+        ]
+    });
+    let fixed = [0x250, 0x258, 0x259]
+        .into_iter()
+        .chain(0x268..=0x26F)
+        .map(|index| rw(index, "MTRR_FIXn", Shape::MtrrFixed));
+    variable.chain(fixed).collect()
 }
 
 /// splitmix64: a seeded, dependency-free generator, so a seed names one
