@@ -106,13 +106,22 @@ soname=libpulse.so.$sover
 echo "== building libpulse $version (release)"
 cargo build --release --quiet --lib
 [ "$cli" = 1 ] && cargo build --release --quiet --bin pulse
-# The system libraries a static link needs, as rustc reports them for this
-# toolchain and target (they go to Libs.private).
-native_libs=$(cargo rustc --release --quiet --lib -- --print native-static-libs 2>&1 \
-  | sed -n 's/.*native-static-libs: //p' | tail -n 1)
-[ -n "$native_libs" ] || die "rustc did not report native-static-libs"
-
 out=$(abs "${CARGO_TARGET_DIR:-target}")/release
+# The system libraries a static link needs, as rustc reports them for this
+# toolchain and target (they go to Libs.private). Asking means a build with
+# other flags, which the next `cargo build` undoes with a rebuild of its own,
+# so the answer is kept beside the build, keyed by what it depends on.
+key=$({ rustc -vV; echo "${RUSTFLAGS:-}"; cat Cargo.toml Cargo.lock; } | cksum | cut -d' ' -f1)
+native_cache=$out/.pulse-native-static-libs-$key
+if [ -s "$native_cache" ]; then
+  native_libs=$(cat "$native_cache")
+else
+  native_libs=$(cargo rustc --release --quiet --lib -- --print native-static-libs 2>&1 \
+    | sed -n 's/.*native-static-libs: //p' | tail -n 1)
+  [ -n "$native_libs" ] || die "rustc did not report native-static-libs"
+  printf '%s\n' "$native_libs" > "$native_cache"
+  cargo build --release --quiet --lib   # back to the plain build's fingerprint
+fi
 for f in libpulse.so libpulse.a; do [ -f "$out/$f" ] || die "missing $out/$f"; done
 if command -v readelf >/dev/null; then
   built=$(readelf -d "$out/libpulse.so" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')
