@@ -69,6 +69,13 @@ int main(int argc, char **argv)
     CHECK(pread(fd, &value, 8, 0x277) == 8 && value != bad_pat, "refused PAT left unchanged");
     CHECK_ERRNO(pread(fd, &value, 4, 0xC0000080), EINVAL);
     CHECK_ERRNO(pread(fd, &value, 8, (off_t)0x100000000), EINVAL);
+    /* read/write at the file position, which lseek sets and they keep. */
+    CHECK(lseek(fd, 0xC0000080, SEEK_SET) == 0xC0000080, "lseek");
+    CHECK(read(fd, &value, 8) == 8 && value == 0xD01, "read EFER = 0x%" PRIx64, value);
+    CHECK(lseek(fd, 2, SEEK_CUR) == 0xC0000082, "lseek SEEK_CUR");
+    CHECK(write(fd, &lstar, 8) == 8, "write LSTAR");
+    CHECK(read(fd, &value, 8) == 8 && value == lstar, "read LSTAR = 0x%" PRIx64, value);
+    CHECK_ERRNO(lseek(fd, 0, SEEK_END), EINVAL);
     CHECK(close(fd) == 0, "close");
     CHECK_ERRNO(pread(fd, &value, 8, 0xC0000080), EBADF);
 

@@ -288,6 +288,7 @@ static struct {
     int open;
     int accmode;
     uint64_t cpu;
+    int64_t pos; /* the file position: the MSR that read/write access */
 } fds[MAX_FDS];
 
 /* Opens /dev/cpu/CPU/msr: checks the CPU, and holds a descriptor number
@@ -316,6 +317,7 @@ static int open_msr(long cpu, int flags)
     }
     __atomic_store_n(&fds[fd].accmode, flags & O_ACCMODE, __ATOMIC_RELAXED);
     __atomic_store_n(&fds[fd].cpu, (uint64_t)cpu, __ATOMIC_RELAXED);
+    __atomic_store_n(&fds[fd].pos, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&fds[fd].open, 1, __ATOMIC_RELEASE);
     return fd;
 }
@@ -480,6 +482,54 @@ EXPORT ssize_t pwrite64(int fd, const void *buf, size_t count, off64_t offset)
     REAL(pwrite64);
     return is_msr_fd(fd) ? msr_io(fd, (void *)buf, count, (off_t)offset, 1)
                          : real_pwrite64(fd, buf, count, offset);
+}
+
+/* The driver also serves read/write at the file position, which lseek
+ * sets (SEEK_SET, SEEK_CUR) and the accesses leave where it is. */
+EXPORT off_t lseek(int fd, off_t offset, int whence)
+{
+    REAL(lseek);
+    int64_t pos;
+
+    if (!is_msr_fd(fd))
+        return real_lseek(fd, offset, whence);
+    pos = __atomic_load_n(&fds[fd].pos, __ATOMIC_RELAXED);
+    if (whence == SEEK_SET)
+        pos = offset;
+    else if (whence == SEEK_CUR)
+        pos += offset;
+    else
+        pos = -1;
+    if (pos < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    __atomic_store_n(&fds[fd].pos, pos, __ATOMIC_RELAXED);
+    return (off_t)pos;
+}
+
+EXPORT off64_t lseek64(int fd, off64_t offset, int whence)
+{
+    REAL(lseek64);
+    return is_msr_fd(fd) ? (off64_t)lseek(fd, (off_t)offset, whence)
+                         : real_lseek64(fd, offset, whence);
+}
+
+EXPORT ssize_t read(int fd, void *buf, size_t count)
+{
+    REAL(read);
+    return is_msr_fd(fd)
+               ? msr_io(fd, buf, count, (off_t)__atomic_load_n(&fds[fd].pos, __ATOMIC_RELAXED), 0)
+               : real_read(fd, buf, count);
+}
+
+EXPORT ssize_t write(int fd, const void *buf, size_t count)
+{
+    REAL(write);
+    return is_msr_fd(fd)
+               ? msr_io(fd, (void *)buf, count,
+                        (off_t)__atomic_load_n(&fds[fd].pos, __ATOMIC_RELAXED), 1)
+               : real_write(fd, buf, count);
 }
 
 EXPORT int close(int fd)
