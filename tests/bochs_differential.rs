@@ -25,10 +25,13 @@
 //!   VMX capability MSRs) always; for writable ones once a write succeeded
 //!   on both sides since their last disagreement (before that each debuggee
 //!   holds its own boot value: the two machines start differently);
-//! * IA32_TSC (0x10) never by value: it counts instructions on Bochs and
-//!   something else on sim, so only statuses are deterministic; a TSC write
-//!   also moves IA32_TSC_ADJUST by an amount that depends on when it ran, so
-//!   TSC_ADJUST's value is compared again only after its own next write;
+//! * IA32_TSC (0x10) never value against value: it counts instructions on
+//!   Bochs and something else on sim. What is deterministic is checked: a
+//!   read right after a write both sides accepted returns the written value
+//!   plus what the counter ran meanwhile (less than 2^32) on each side. A TSC
+//!   write also moves IA32_TSC_ADJUST by an amount that depends on when it
+//!   ran, so TSC_ADJUST's value is compared again only after its own next
+//!   write;
 //! * the Bochs observer guest's `OBS` lines: per MSR, the values it printed
 //!   must appear, in order, among the values hv-stub's `read_msr` returned
 //!   (the guest may miss a value that lasted less than one of its sweeps),
@@ -63,6 +66,9 @@ const OPS_PER_BOOT: u64 = 5_000;
 const CHECKPOINT_EVERY: u64 = 2_000;
 const NON_CANONICAL: u64 = 0x8000_0000_0000_0000;
 const APIC_GLOBAL_ENABLE: u64 = 1 << 11;
+/// How far a counter may run between a write and the read that follows
+/// (Bochs's TSC counts instructions: about 10^5 in that time).
+const COUNTER_SLACK: u64 = 1 << 32;
 
 /// How a value read back may be compared.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -71,8 +77,9 @@ enum Compare {
     AfterWrite,
     /// Read-only, fixed by the CPU model: always compared.
     Always,
-    /// Moves with time: statuses only.
-    StatusOnly,
+    /// Counts with time: statuses only, and right after a write both
+    /// sides must have counted on from the written value.
+    Counter,
 }
 
 /// The shape of the values worth trying on an MSR.
@@ -148,7 +155,7 @@ const fn ro(index: u32, name: &'static str) -> Msr {
 
 /// An MSR that counts with time.
 const fn timed(index: u32, name: &'static str) -> Msr {
-    msr(index, name, Shape::Any, Compare::StatusOnly)
+    msr(index, name, Shape::Any, Compare::Counter)
 }
 
 /// Architectural MSRs (IA32_ left out of the names) beyond the routing
@@ -546,6 +553,8 @@ struct Pair {
     reported: BTreeSet<u32>,
     /// Output lines already scanned for FATAL.
     checked: usize,
+    /// The value both sides accepted in the write being read back.
+    just_written: Option<u64>,
     sentinel: u64,
 }
 
@@ -565,6 +574,7 @@ impl Pair {
             timeline: BTreeMap::new(),
             reported: BTreeSet::new(),
             checked: 0,
+            just_written: None,
             sentinel: 0,
         }
     }
@@ -580,6 +590,7 @@ impl Pair {
     /// Bochs is lost.
     fn read(&mut self, c: &mut Campaign, op: u64, m: &Msr, after: &str) -> bool {
         c.reads += 1;
+        let written = self.just_written.take();
         let (r, s) = (self.real.read_msr(m.index), self.sim.read_msr(m.index));
         c.trace(|| format!("R {:x} bochs {} sim {}", m.index, show(&r), show(&s)));
         if let Err(e) = r {
@@ -595,8 +606,20 @@ impl Pair {
         let values_comparable = match m.compare {
             Compare::Always => true,
             Compare::AfterWrite => self.synced.contains(&m.index),
-            Compare::StatusOnly => false,
+            Compare::Counter => false,
         };
+        if let (Compare::Counter, Some(written)) = (m.compare, written) {
+            for (side, read) in [("bochs", r), ("sim", s)] {
+                if let Ok(v) = read {
+                    if v.wrapping_sub(written) >= COUNTER_SLACK {
+                        c.differ(format!(
+                            "op {op}: {side} read {:#x} {} = {v:#x} right after writing {written:#x}",
+                            m.index, m.name
+                        ));
+                    }
+                }
+            }
+        }
         let differs = match (r, s) {
             (Ok(a), Ok(b)) => values_comparable && a != b,
             (a, b) => a != b,
@@ -653,6 +676,9 @@ impl Pair {
             self.synced.remove(&m.index);
         } else if r.is_ok() {
             self.synced.insert(m.index);
+        }
+        if r.is_ok() && s.is_ok() {
+            self.just_written = Some(value);
         }
         if m.index == 0x10 && r.is_ok() {
             // WRMSR TSC moves TSC_ADJUST by how far the TSC ran meanwhile.
