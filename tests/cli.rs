@@ -603,6 +603,37 @@ fn cpus_by_index_and_all_running_cpus() {
 }
 
 #[test]
+fn cpus_lists_which_cpus_run_and_the_current_one() {
+    let out = pulse(&["-t", "sim?cpus=4&online=2", "cpus"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "CPU 0  running  (current)\n\
+         CPU 1  running\n\
+         CPU 2  not running\n\
+         CPU 3  not running\n"
+    );
+    let out = pulse(&["-t", "sim?cpus=3", "--json", "cpus"]);
+    assert_eq!(
+        stdout(&out),
+        "{\"op\":\"cpus\",\"status\":\"PULSE_STATUS_SUCCESS\",\"code\":\"0x00000000\",\"count\":3,\"running\":[0,1,2],\"current\":0}\n"
+    );
+    // In a shell, after -p 1.
+    let out = pulse_with_stdin(
+        &["-t", "sim?cpus=2", "shell"],
+        "rdmsr -p 1 -x IA32_EFER\ncpus\n",
+    );
+    assert_eq!(
+        stdout(&out),
+        "0x0000000000000d01\nCPU 0  running\nCPU 1  running  (current)\n"
+    );
+    assert_one_line_error(&["-p", "1", "cpus"], 2);
+    assert_one_line_error(&["cpus", "extra"], 2);
+    let err = assert_one_line_error(&["cpus", "-t", "serial:/dev/pulse-no-such-device"], 6);
+    assert!(err.contains("PULSE_STATUS_NO_SUCH_DEVICE"), "{err}");
+}
+
+#[test]
 fn json_covers_command_line_errors() {
     for (args, message) in [
         (

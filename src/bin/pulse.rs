@@ -95,6 +95,8 @@ fn help_text() -> String {
         "  pulse [OPTIONS] wrmsr MSR --set-bits MASK --clear-bits MASK\n",
         "                                    read-modify-write: one read, one write\n",
         "  pulse [OPTIONS] rdmsr MSR...      read each MSR as the guest would\n",
+        "  pulse [OPTIONS] cpus              list the debuggee's CPUs: which run, which\n",
+        "                                    is the current one\n",
         "  pulse [OPTIONS] msrs              list the named MSRs the debuggee has\n",
         "                                    (each probed with a read; #GP = absent)\n",
         "  pulse [OPTIONS] shell [FILE]      run commands (one per line: wrmsr, rdmsr,\n",
@@ -242,6 +244,7 @@ enum Command {
     Write { msr: Msr, op: WriteOp },
     Read { msrs: Vec<Msr> },
     List { all_names: bool },
+    Cpus,
     Shell { file: Option<String> },
     Help,
     Version,
@@ -479,11 +482,12 @@ fn parse_with(
     let command = match operands.as_slice() {
         [] => {
             return Err(usage!(
-                "missing command: wrmsr, rdmsr, msrs or shell (see `pulse --help`)"
+                "missing command: wrmsr, rdmsr, msrs, cpus or shell (see `pulse --help`)"
             ))
         }
         ["help"] => Command::Help,
         ["msrs"] => Command::List { all_names },
+        ["cpus"] => Command::Cpus,
         ["shell"] if source == Source::CommandLine => Command::Shell { file: None },
         ["shell", file] if source == Source::CommandLine => Command::Shell {
             file: Some((*file).to_owned()),
@@ -541,10 +545,12 @@ fn parse_with(
                 .collect::<Result<_, _>>()?,
         },
         ["rdmsr"] => return Err(usage!("usage: pulse rdmsr MSR...")),
-        ["msrs" | "help", extra, ..] => return Err(usage!("unexpected argument `{extra}`")),
+        ["msrs" | "help" | "cpus", extra, ..] => {
+            return Err(usage!("unexpected argument `{extra}`"))
+        }
         [other, ..] => {
             return Err(usage!(
-                "unknown command `{other}` (expected wrmsr, rdmsr, msrs or shell)"
+                "unknown command `{other}` (expected wrmsr, rdmsr, msrs, cpus or shell)"
             ))
         }
     };
@@ -573,6 +579,9 @@ fn parse_with(
     }
     if matches!(command, Command::List { .. }) && options.cpus == Cpus::All {
         return Err(usage!("msrs probes one CPU: -p N, not -a"));
+    }
+    if command == Command::Cpus && options.cpus != Cpus::Current {
+        return Err(usage!("cpus lists every CPU: -p/-a do not apply"));
     }
     if all_names && options.cpus != Cpus::Current {
         return Err(usage!("--all-names needs no debuggee: -p/-a do not apply"));
@@ -968,6 +977,7 @@ fn execute_on(
             }
         }
         Command::List { .. } => probe_msrs(engine, printer),
+        Command::Cpus => list_cpus(engine, printer),
         Command::Shell { .. } | Command::Help | Command::Version => {}
     }
 }
@@ -1008,6 +1018,53 @@ fn probe_msrs(engine: &Engine, printer: &mut Printer) {
                 ));
                 return;
             }
+        }
+    }
+    let _ = io::stdout().lock().write_all(out.as_bytes());
+}
+
+/// `pulse cpus`: the debuggee's CPUs (`PsGetCpuCount`), which of them
+/// run, and the engine's current one.
+fn list_cpus(engine: &Engine, printer: &mut Printer) {
+    let info = match engine.cpu_info() {
+        Ok(info) => info,
+        Err(status) => {
+            printer.report(&Outcome {
+                op: "cpus",
+                msr: None,
+                transport: None,
+                old: None,
+                value: None,
+                field: None,
+                cpu: None,
+                status,
+            });
+            return;
+        }
+    };
+    let current = engine.current_cpu();
+    let mut out = String::new();
+    if printer.json {
+        let running: Vec<String> = (0..info.count)
+            .filter(|&c| info.is_running(c))
+            .map(|c| c.to_string())
+            .collect();
+        let _ = writeln!(
+            out,
+            "{{\"op\":\"cpus\",\"status\":\"{}\",\"code\":\"0x00000000\",\"count\":{},\"running\":[{}],\"current\":{current}}}",
+            status_name(Status::SUCCESS),
+            info.count,
+            running.join(",")
+        );
+    } else {
+        for cpu in 0..info.count {
+            let state = if info.is_running(cpu) {
+                "running"
+            } else {
+                "not running"
+            };
+            let mark = if cpu == current { "  (current)" } else { "" };
+            let _ = writeln!(out, "CPU {cpu}  {state}{mark}");
         }
     }
     let _ = io::stdout().lock().write_all(out.as_bytes());
@@ -1134,7 +1191,7 @@ fn run(args: &[String]) -> u8 {
         }
         Command::List { all_names: true } => list_names(options.json),
         Command::Shell { ref file } => run_shell(&options, file.as_deref()),
-        Command::Write { .. } | Command::Read { .. } | Command::List { .. } => {
+        Command::Write { .. } | Command::Read { .. } | Command::List { .. } | Command::Cpus => {
             let mut printer = Printer {
                 json: options.json,
                 format: options.format,
