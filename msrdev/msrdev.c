@@ -65,7 +65,6 @@ PULSE_STATUS PsGetCpuCount(PPS_ENGINE pEngine, uint64_t *pCpuCount);
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* the engine, its current CPU, the listing */
 static PPS_ENGINE engine;
-static PULSE_STATUS engine_status; /* the failure of the last attempt to create it */
 static uint64_t cpu_count;
 static uint64_t current_cpu;
 static pid_t owner_pid; /* the process that created the engine (not a forked child) */
@@ -130,7 +129,6 @@ static int ensure_engine(void)
         if (engine)
             EngDestroyEngine(engine);
         engine = NULL;
-        engine_status = status;
         if (!reported++)
             fprintf(stderr, "libpulse-msrdev: cannot use debuggee `%s`: %s (0x%08X)\n",
                     config.Transport, PsStatusToString(status), (unsigned)status);
