@@ -540,7 +540,7 @@ fn link_lost(s: Status) -> bool {
     s == Status::TIMEOUT || s == Status::DEVICE_CONNECTION_LOST
 }
 
-/// One Bochs boot and one fresh sim, `ops` writes.
+/// One Bochs boot and a fresh sim beside it.
 struct Pair {
     vm: Bochs,
     real: Engine,
