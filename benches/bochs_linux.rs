@@ -14,10 +14,12 @@
 //! to the running Linux, beside the same calls to hv-stub's observer guest
 //! and the bare UART echo floor, both booted in the same round with the
 //! Linux guest's Bochs settings. Rounds alternate
-//! so machine noise hits all alike; rows give min / median / max.
+//! so machine noise hits all alike; rows give min–median–max.
 
 #[path = "../tests/bochs/mod.rs"]
 mod bochs;
+#[path = "common/spread.rs"]
+mod spread;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -27,6 +29,7 @@ use bochs::linux::{self, Report};
 use bochs::{free_port, open_engine, Bochs};
 use pulse::hv_stub::msr::index::IA32_SYSENTER_ESP as SYSENTER_ESP;
 use pulse::Engine;
+use spread::{ratios, Spread};
 
 /// Round trips per link row.
 const N: u32 = 300;
@@ -47,9 +50,9 @@ struct Rows {
     loop_guest: Vec<f64>,
     writes: Vec<f64>,
     reads: Vec<f64>,
-    /// Bare UART echo round trips of 9 and 20 bytes (the floor).
-    echo9: Vec<f64>,
-    echo20: Vec<f64>,
+    /// The echo floor with a write's and a read's bytes.
+    echo_write: Vec<f64>,
+    echo_read: Vec<f64>,
 }
 
 /// Boot timing and busy-loop rates of one Linux boot.
@@ -149,9 +152,9 @@ fn observer_round(rows: &mut Rows) {
     measure_link(&engine, rows);
 }
 
-/// The floor: a polled 16550 echo loop without VMX (hv-stub/image/build.sh
-/// echo) under the same Bochs settings, 9 B (a write's answer) and 20 B (a
-/// write request) each way per round trip, with the same TCP options.
+/// The floor: hv-stub/image/build.sh's echo image (a polled 16550, no VMX,
+/// no protocol) under the same Bochs settings, moving a write's bytes (20
+/// out, 9 back) and a read's (12 out, 17 back) with the same TCP options.
 fn echo_round(rows: &mut Rows) {
     let port = free_port();
     let vm = linux::boot_image_like_linux(&bochs::echo_image(), port);
@@ -164,45 +167,37 @@ fn echo_round(rows: &mut Rows) {
         .unwrap();
     vm.wait_from(0, bochs::BOOT_TIMEOUT, |l| l.trim_end().ends_with("READY"))
         .expect("echo image READY");
-    for (size, row) in [(9, &mut rows.echo9), (20, &mut rows.echo20)] {
-        // The floor image answers a message's second byte's count of bytes
-        // once it has the first byte's count (hv-stub/image/src/lib.rs).
-        let mut message = vec![0x5Au8; size];
-        message[0] = size as u8;
-        message[1] = size as u8;
-        let mut back = vec![0u8; size];
+    for (out, back, row) in [
+        (20u8, 9u8, &mut rows.echo_write),
+        (12, 17, &mut rows.echo_read),
+    ] {
+        // The echo image's format: length, answer length, filler.
+        let mut message = vec![0x5Au8; usize::from(out)];
+        message[0] = out;
+        message[1] = back;
+        let mut answer = vec![0u8; usize::from(back)];
         let t = Instant::now();
         for _ in 0..N {
             stream.write_all(&message).unwrap();
             let mut got = 0;
-            while got < size {
-                pulse::sys::tcp_quickack(&stream);
-                got += stream.read(&mut back[got..]).unwrap();
+            while got < answer.len() {
+                if got > 0 {
+                    pulse::sys::tcp_quickack(&stream);
+                }
+                got += stream.read(&mut answer[got..]).unwrap();
             }
         }
         row.push(f64::from(N) / t.elapsed().as_secs_f64());
     }
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-/// "min / median / max" of a row.
-fn spread(values: &[f64], unit: f64, digits: usize) -> String {
+/// "min–median–max" of a row, in `unit`s.
+fn show(values: &[f64], unit: f64, digits: usize) -> String {
     if values.is_empty() {
         return "-".into();
     }
-    let mut v: Vec<f64> = values.iter().map(|x| x / unit).collect();
-    v.sort_by(f64::total_cmp);
-    let median = median(&v);
-    format!(
-        "{:.digits$} / {median:.digits$} / {:.digits$}",
-        v[0],
-        v[v.len() - 1]
-    )
+    let scaled: Vec<f64> = values.iter().map(|x| x / unit).collect();
+    Spread::of(&scaled).show(digits)
 }
 
 fn main() {
@@ -222,61 +217,75 @@ fn main() {
     }
     println!(
         "Linux guest under Bochs (corei7_skylake_x, ips=50000000, sync=none, 256 MiB), \
-         {rounds} alternating rounds, min / median / max"
+         {rounds} alternating rounds, min–median–max"
     );
     println!("{:<52} {:>28} {:>28}", "row", "bare", "under hv-stub");
     let row = |name: &str, f: &dyn Fn(&Rows) -> String| {
         println!("{name:<52} {:>28} {:>28}", f(&bare), f(&hv));
     };
     row("Bochs start -> init's first line (s)", &|r| {
-        spread(&r.to_init, 1.0, 1)
+        show(&r.to_init, 1.0, 1)
     });
     row("Bochs start -> LINUX READY (s)", &|r| {
-        spread(&r.to_ready, 1.0, 1)
+        show(&r.to_ready, 1.0, 1)
     });
     row("Bochs start -> init's first line (Bochs CPU s)", &|r| {
-        spread(&r.to_init_cpu, 1.0, 1)
+        show(&r.to_init_cpu, 1.0, 1)
     });
     row("Bochs start -> LINUX READY (Bochs CPU s)", &|r| {
-        spread(&r.to_ready_cpu, 1.0, 1)
+        show(&r.to_ready_cpu, 1.0, 1)
     });
     row("busy loop, M iterations per Bochs CPU second", &|r| {
-        spread(&r.loop_cpu, 1e6, 2)
+        show(&r.loop_cpu, 1e6, 2)
     });
     row("busy loop, M iterations per wall second", &|r| {
-        spread(&r.loop_wall, 1e6, 2)
+        show(&r.loop_wall, 1e6, 2)
     });
     row("busy loop, M iterations per guest-clock second", &|r| {
-        spread(&r.loop_guest, 1e6, 1)
+        show(&r.loop_guest, 1e6, 1)
     });
     if !bare_only {
         println!(
             "COM1 round trips per second (TCP, N = {N}, same Bochs settings), \
-             medians compared with the 20 B echo"
+             and per round their ratio to the echo floor of the same bytes"
         );
-        println!(
-            "{:<52} {:>28} {:>10}",
-            "row", "min / median / max", "vs floor"
-        );
-        let floor = median(&observer.echo20);
-        for (name, values) in [
+        println!("{:<48} {:>24} {:>20}", "row", "per second", "vs floor");
+        for (name, values, floor) in [
             (
-                "write_msr to the Linux guest (20 B out, 9 B back)",
+                "write_msr, Linux guest (20 B out, 9 B back)",
                 &hv.writes,
+                &observer.echo_write,
             ),
             (
-                "read_msr from the Linux guest (12 B out, 17 B back)",
+                "read_msr, Linux guest (12 B out, 17 B back)",
                 &hv.reads,
+                &observer.echo_read,
             ),
-            ("write_msr to the observer guest", &observer.writes),
-            ("read_msr from the observer guest", &observer.reads),
-            ("bare UART echo, 9 B each way", &observer.echo9),
-            ("bare UART echo, 20 B each way (floor)", &observer.echo20),
+            (
+                "write_msr, observer guest",
+                &observer.writes,
+                &observer.echo_write,
+            ),
+            (
+                "read_msr, observer guest",
+                &observer.reads,
+                &observer.echo_read,
+            ),
+            (
+                "echo floor, 20 B out, 9 B back",
+                &observer.echo_write,
+                &observer.echo_write,
+            ),
+            (
+                "echo floor, 12 B out, 17 B back",
+                &observer.echo_read,
+                &observer.echo_read,
+            ),
         ] {
             println!(
-                "{name:<52} {:>28} {:>9.2}x",
-                spread(values, 1.0, 0),
-                median(values) / floor
+                "{name:<48} {:>24} {:>20}",
+                show(values, 1.0, 0),
+                show(&ratios(values, floor), 1.0, 2)
             );
         }
     }
