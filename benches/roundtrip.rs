@@ -326,6 +326,8 @@ impl CEngine {
             Transport: c"sim".as_ptr(),
             RequestTimeoutMs: 0,
             MaxAttempts: 0,
+            pKey: std::ptr::null(),
+            KeySize: 0,
         };
         let mut handle = std::ptr::null_mut();
         // SAFETY: a valid config with a NUL-terminated transport string, and

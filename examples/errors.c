@@ -25,6 +25,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -94,7 +95,7 @@ static PULSE_STATUS try_create(const char *transport, uint32_t timeout_ms, uint3
 {
     static char sentinel;
     PPS_ENGINE const marker = (PPS_ENGINE)(void *)&sentinel;
-    PS_ENGINE_CONFIG config = { sizeof(PS_ENGINE_CONFIG), transport, timeout_ms, attempts };
+    PS_ENGINE_CONFIG config = { sizeof(PS_ENGINE_CONFIG), transport, timeout_ms, attempts, NULL, 0 };
     PPS_ENGINE engine = marker;
     PULSE_STATUS status = EngCreateEngine(&config, &engine);
 
@@ -116,7 +117,7 @@ static void *accept_and_hang_up(void *arg)
 
 static void invalid_parameter(void)
 {
-    PS_ENGINE_CONFIG config = { sizeof(PS_ENGINE_CONFIG), "sim", 0, 0 };
+    PS_ENGINE_CONFIG config = { sizeof(PS_ENGINE_CONFIG), "sim", 0, 0, NULL, 0 };
     PPS_ENGINE engine = NULL;
     uint64_t value = 0;
     const char *bad[] = { "", "simulator", "sim?cpu=pentium", "tcp:localhost", "tcp:host:99999",
@@ -129,8 +130,8 @@ static void invalid_parameter(void)
            PULSE_STATUS_INVALID_PARAMETER);
     config.Size = 0;
     expect("EngCreateEngine(Size = 0)", EngCreateEngine(&config, &engine), PULSE_STATUS_INVALID_PARAMETER);
-    config.Size = sizeof(PS_ENGINE_CONFIG) - 1;
-    expect("EngCreateEngine(Size = sizeof - 1)", EngCreateEngine(&config, &engine),
+    config.Size = offsetof(PS_ENGINE_CONFIG, pKey) - 1; /* short of version 1 */
+    expect("EngCreateEngine(Size = version 1 - 1)", EngCreateEngine(&config, &engine),
            PULSE_STATUS_INVALID_PARAMETER);
     config.Size = sizeof(PS_ENGINE_CONFIG);
     config.Transport = NULL;
@@ -158,7 +159,7 @@ static void invalid_parameter(void)
 
 static void general_protection(void)
 {
-    PS_ENGINE_CONFIG config = { sizeof(PS_ENGINE_CONFIG), "sim", 0, 0 };
+    PS_ENGINE_CONFIG config = { sizeof(PS_ENGINE_CONFIG), "sim", 0, 0, NULL, 0 };
     PPS_ENGINE engine = NULL;
     uint64_t value = 42;
 

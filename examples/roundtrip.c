@@ -61,7 +61,7 @@ static void check(int ok, const char *what)
 
 static PULSE_STATUS open_engine(const char *transport, PPS_ENGINE *engine)
 {
-    PS_ENGINE_CONFIG config = { sizeof(PS_ENGINE_CONFIG), transport, 0, 0 };
+    PS_ENGINE_CONFIG config = { sizeof(PS_ENGINE_CONFIG), transport, 0, 0, NULL, 0 };
     PULSE_STATUS status = EngCreateEngine(&config, engine);
     if (status != PULSE_STATUS_SUCCESS)
         fprintf(stderr, "EngCreateEngine(%s): %s\n", transport, PsStatusToString(status));

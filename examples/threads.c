@@ -78,7 +78,7 @@ static void *work(void *arg)
 
 int main(void)
 {
-    PS_ENGINE_CONFIG config = { sizeof(PS_ENGINE_CONFIG), "sim", 0, 0 };
+    PS_ENGINE_CONFIG config = { sizeof(PS_ENGINE_CONFIG), "sim", 0, 0, NULL, 0 };
     PPS_ENGINE engine = NULL;
     PULSE_STATUS status = EngCreateEngine(&config, &engine);
     unsigned started = 0, failures = 0, calls = 0;

@@ -14,7 +14,7 @@
 int main(int argc, char **argv)
 {
     const char *transport = argc > 1 ? argv[1] : "sim";
-    PS_ENGINE_CONFIG config = { sizeof(PS_ENGINE_CONFIG), transport, 0, 0 };
+    PS_ENGINE_CONFIG config = { sizeof(PS_ENGINE_CONFIG), transport, 0, 0, NULL, 0 };
     PPS_ENGINE engine = NULL;
     const uint64_t value = UINT64_C(0xFFFFF80012345000);
     uint64_t readback = 0;

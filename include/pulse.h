@@ -36,7 +36,7 @@
 #define PULSE_STATUS_NO_SUCH_DEVICE                0xC000000E
 /* an argument is NULL or malformed */
 #define PULSE_STATUS_INVALID_PARAMETER             0xC0000010
-/* permission to open the transport device was denied */
+/* access denied: no permission to open the transport device, or the debuggee and this engine do not share a key */
 #define PULSE_STATUS_ACCESS_DENIED                 0xC0000022
 /* an invalid or unexpected packet was received in response */
 #define PULSE_STATUS_INVALID_PACKET                0xC0000031
@@ -89,6 +89,15 @@ typedef struct PS_ENGINE_CONFIG {
    * Sends of one request before `PULSE_STATUS_TIMEOUT`; 0 = 3.
    */
   uint32_t MaxAttempts;
+  /**
+   * Version 2: the 32-byte pre-shared key of an authenticated link
+   * (docs/SECURITY.md), or NULL for an unauthenticated link.
+   */
+  const uint8_t *pKey;
+  /**
+   * Version 2: 32 when `pKey` is set, else 0.
+   */
+  uint32_t KeySize;
 } PS_ENGINE_CONFIG;
 
 /**
@@ -104,10 +113,18 @@ extern "C" {
  * Creates an engine: opens the transport and performs the handshake with
  * hv-stub on the debuggee.
  *
+ * A `Size` covering only the first four fields is version 1: an
+ * unauthenticated link. Version 2 adds `pKey`/`KeySize`: with a key, the
+ * engine opens an authenticated session only (docs/SECURITY.md).
+ *
  * Returns `PULSE_STATUS_SUCCESS` and stores the handle in `*ppEngine`, or:
  * `PULSE_STATUS_INVALID_PARAMETER` (NULL pointer, `Size` too small, missing,
- * malformed or unknown transport string), `PULSE_STATUS_NO_SUCH_DEVICE`,
- * `PULSE_STATUS_ACCESS_DENIED`, `PULSE_STATUS_CONNECTION_REFUSED` (the
+ * malformed or unknown transport string, `pKey` set with `KeySize` other
+ * than 32, or `KeySize` not 0 with `pKey` NULL), `PULSE_STATUS_NO_SUCH_DEVICE`,
+ * `PULSE_STATUS_ACCESS_DENIED` (no permission for the device; or the
+ * debuggee holds a key and this engine has none or another one; or this
+ * engine has a key and the debuggee offers no authentication),
+ * `PULSE_STATUS_CONNECTION_REFUSED` (the
  * transport cannot be opened), `PULSE_STATUS_INSUFFICIENT_RESOURCES` (out of
  * file descriptors or memory), `PULSE_STATUS_TIMEOUT` (the debuggee did not
  * answer), `PULSE_STATUS_REVISION_MISMATCH`, `PULSE_STATUS_INVALID_PACKET`,
@@ -119,7 +136,8 @@ extern "C" {
  * # Safety
  * `pConfig` must be NULL or point to a readable `PS_ENGINE_CONFIG` of
  * `pConfig->Size` bytes whose `Transport` is NULL or a NUL-terminated
- * string; `ppEngine` must be NULL or writable.
+ * string and, if `Size` covers them, whose `pKey` is NULL or points to
+ * `KeySize` readable bytes; `ppEngine` must be NULL or writable.
  */
 PULSE_STATUS EngCreateEngine(const struct PS_ENGINE_CONFIG *pConfig,
                              PPS_ENGINE *ppEngine);

@@ -15,6 +15,7 @@ use std::time::Duration;
 use hv_stub::cpus::MAX_CPUS;
 use hv_stub::sim::DEFAULT_CPUS;
 use hv_stub::CpuCaps;
+use pulse_proto::Psk;
 use thiserror::Error;
 
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -29,6 +30,9 @@ pub struct EngineConfig {
     pub request_timeout: Duration,
     /// Sends of one request before `TIMEOUT`.
     pub max_attempts: u32,
+    /// The pre-shared key: `Some` opens an authenticated session only
+    /// (docs/SECURITY.md), `None` the unauthenticated protocol.
+    pub key: Option<Psk>,
 }
 
 impl EngineConfig {
@@ -37,6 +41,15 @@ impl EngineConfig {
             transport: transport.into(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            key: None,
+        }
+    }
+
+    /// The same configuration with a pre-shared key.
+    pub fn with_key(self, key: Psk) -> Self {
+        EngineConfig {
+            key: Some(key),
+            ..self
         }
     }
 
@@ -44,6 +57,39 @@ impl EngineConfig {
     pub fn call_budget(&self) -> Duration {
         self.request_timeout.saturating_mul(self.max_attempts)
     }
+}
+
+/// Why a key file gave no key. The message names the file.
+#[derive(Debug, Error)]
+pub enum KeyFileError {
+    #[error("key file {path}: cannot be read: {source}")]
+    Unreadable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("key file {path}: {problem}")]
+    Malformed {
+        path: String,
+        problem: pulse_proto::KeyTextError,
+    },
+}
+
+/// Reads a key file: 64 hex digits, optionally followed by a newline.
+pub fn read_key_file(path: &std::path::Path) -> Result<Psk, KeyFileError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read(path).map_err(|source| KeyFileError::Unreadable {
+        path: shown.clone(),
+        source,
+    })?;
+    Psk::from_text(&text).map_err(|problem| KeyFileError::Malformed {
+        path: shown,
+        problem,
+    })
+}
+
+/// A new random key from the OS's random numbers (`None` if it has none).
+pub fn generate_key() -> Option<Psk> {
+    crate::entropy::key()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

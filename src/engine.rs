@@ -13,6 +13,13 @@
 //! request that timed out never arrived, so the debuggee still expects it):
 //! the new session makes every frame of the old one inert, and the call
 //! goes on in it within the same budget.
+//!
+//! With a key (docs/PROTOCOL.md section 9) the handshake is an AuthHello
+//! with a fresh nonce; the debuggee's AuthHelloAck must open with the keys
+//! derived from both nonces, or the engine is refused (`ACCESS_DENIED`, as
+//! is any answer saying the debuggee offers no authentication: no
+//! downgrade). Every later frame is sealed; an answer that does not open is
+//! ignored like noise.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -20,8 +27,11 @@ use std::time::{Duration, Instant};
 
 use hv_stub::sim::SimTarget;
 use parking_lot::Mutex;
+use pulse_proto::auth::{Direction, NONCE_LEN};
 use pulse_proto::message::{kind, Message, NakReason, WireStatus, ALL_CPUS};
-use pulse_proto::{Decoder, RawFrame, NO_SESSION, PROTOCOL_VERSION, SESSION_REQUESTS};
+use pulse_proto::{
+    Decoder, FrameBuf, Psk, RawFrame, SessionKeys, NO_SESSION, PROTOCOL_VERSION, SESSION_REQUESTS,
+};
 
 use crate::config::{EngineConfig, TransportSpec};
 use crate::status::Status;
@@ -69,6 +79,8 @@ struct Link {
     decoder: Decoder,
     /// Random per engine; sent in every Hello.
     nonce: u32,
+    /// With a key, every session is authenticated.
+    key: Option<Psk>,
     /// `None` until a handshake succeeds, and again when a new one is due.
     session: Option<Session>,
     handshakes: u64,
@@ -82,6 +94,8 @@ struct Session {
     /// `k` of the next request (1 ..= SESSION_REQUESTS; beyond that the
     /// session is used up).
     next: u32,
+    /// An authenticated session's keys.
+    keys: Option<SessionKeys>,
 }
 
 /// Counters for diagnostics and tests.
@@ -103,10 +117,16 @@ impl Engine {
         // One budget for the whole call: connecting and the handshake.
         let deadline = Instant::now() + config.call_budget();
         let opened = transport::open(&spec, deadline)?;
+        if let (Some(sim), Some(key)) = (&opened.sim, config.key) {
+            // The in-process debuggee holds the engine's key: `sim` then
+            // speaks the authenticated protocol end to end.
+            sim.lock().stub_mut().set_key(key);
+        }
         let mut engine = Engine::handshake_by(
             opened.link,
             config.request_timeout,
             config.max_attempts,
+            config.key,
             deadline,
         )?;
         engine.sim = opened.sim;
@@ -125,19 +145,21 @@ impl Engine {
             return Err(Status::INVALID_PARAMETER);
         }
         let deadline = Instant::now() + request_timeout.saturating_mul(max_attempts);
-        Engine::handshake_by(transport, request_timeout, max_attempts, deadline)
+        Engine::handshake_by(transport, request_timeout, max_attempts, None, deadline)
     }
 
     fn handshake_by(
         transport: Box<dyn Transport>,
         request_timeout: Duration,
         max_attempts: u32,
+        key: Option<Psk>,
         deadline: Instant,
     ) -> Result<Engine, Status> {
         let mut link = Link {
             transport,
             decoder: Decoder::new(),
             nonce: crate::entropy::u64() as u32,
+            key,
             session: None,
             handshakes: 0,
         };
@@ -298,25 +320,65 @@ impl Link {
     ) -> Result<u32, Status> {
         self.session = None;
         self.handshakes += 1;
-        let hello = Message::Hello {
-            version: PROTOCOL_VERSION,
-            nonce: self.nonce,
-        };
         // A fresh random SEQ per Hello: its answer cannot be mistaken for an
         // answer in an earlier session, nor its bytes for an earlier Hello.
         let base = crate::entropy::u64() as u16;
-        let reply = self.exchange(&hello, NO_SESSION, base, per_attempt, attempts, deadline);
+        let (hello, opening) = match self.key {
+            None => (
+                Message::Hello {
+                    version: PROTOCOL_VERSION,
+                    nonce: self.nonce,
+                },
+                Opening::Plain,
+            ),
+            Some(key) => {
+                let nonce = crate::entropy::nonce().ok_or(Status::INTERNAL_ERROR)?;
+                (
+                    Message::AuthHello {
+                        version: PROTOCOL_VERSION,
+                        nonce,
+                    },
+                    Opening::AuthHello { key, nonce },
+                )
+            }
+        };
+        let frame = hello.to_frame(NO_SESSION, base);
+        let reply = self.exchange(
+            &hello,
+            frame,
+            &opening,
+            NO_SESSION,
+            base,
+            per_attempt,
+            attempts,
+            deadline,
+        );
         let (id, reply) = match reply {
             Ok(answer) => answer,
             Err(Failure::Status(status)) => return Err(status),
             Err(Failure::OutOfSequence) => return Err(Status::INVALID_PACKET),
         };
-        let Message::HelloAck {
-            version,
-            capabilities,
-        } = reply
-        else {
-            return Err(Status::INVALID_PACKET);
+        let (version, capabilities, keys) = match (reply, opening) {
+            (
+                Message::HelloAck {
+                    version,
+                    capabilities,
+                },
+                Opening::Plain,
+            ) => (version, capabilities, None),
+            (
+                Message::AuthHelloAck {
+                    nonce: debuggee_nonce,
+                    version,
+                    capabilities,
+                },
+                Opening::AuthHello { key, nonce },
+            ) => (
+                version,
+                capabilities,
+                Some(SessionKeys::derive(&key, &nonce, &debuggee_nonce)),
+            ),
+            _ => return Err(Status::INVALID_PACKET),
         };
         if version != PROTOCOL_VERSION {
             return Err(Status::REVISION_MISMATCH);
@@ -324,7 +386,12 @@ impl Link {
         if id == NO_SESSION {
             return Err(Status::INVALID_PACKET);
         }
-        self.session = Some(Session { id, base, next: 1 });
+        self.session = Some(Session {
+            id,
+            base,
+            next: 1,
+            keys,
+        });
         Ok(capabilities)
     }
 
@@ -353,8 +420,27 @@ impl Link {
                 next: session.next + 1,
                 ..session
             });
-            let seq = session.base.wrapping_add(session.next as u16);
-            match self.exchange(request, session.id, seq, per_attempt, attempts, deadline) {
+            // `next <= SESSION_REQUESTS`, so k fits the wire's u16.
+            let k = session.next as u16;
+            let seq = session.base.wrapping_add(k);
+            let (frame, opening) = match session.keys {
+                None => (request.to_frame(session.id, seq), Opening::Plain),
+                Some(keys) => (
+                    keys.seal(Direction::ToDebuggee, request, session.id, seq, k),
+                    Opening::Sealed { keys, k },
+                ),
+            };
+            let answer = self.exchange(
+                request,
+                frame,
+                &opening,
+                session.id,
+                seq,
+                per_attempt,
+                attempts,
+                deadline,
+            );
+            match answer {
                 Ok((_, reply)) => return Ok(reply),
                 Err(Failure::Status(status)) => return Err(status),
                 Err(Failure::OutOfSequence) => {
@@ -368,19 +454,21 @@ impl Link {
         }
     }
 
-    /// Sends `request` as (`session`, `seq`) and waits for its answer,
-    /// resending on silence. Returns the session the answer carries and the
-    /// answer.
+    /// Sends `frame` (`request` as (`session`, `seq`)) and waits for its
+    /// answer, resending on silence. Returns the session the answer
+    /// carries and the answer.
+    #[allow(clippy::too_many_arguments)]
     fn exchange(
         &mut self,
         request: &Message,
+        frame: FrameBuf,
+        opening: &Opening,
         session: u8,
         seq: u16,
         per_attempt: Duration,
         attempts: u32,
         deadline: Instant,
     ) -> Result<(u8, Message), Failure> {
-        let frame = request.to_frame(session, seq);
         let mut buf = [0u8; 256];
         for _ in 0..attempts {
             let now = Instant::now();
@@ -401,7 +489,7 @@ impl Link {
                 let mut take = |f: RawFrame| {
                     frames += 1;
                     if let Verdict::Ignore = verdict {
-                        verdict = judge(session, request, seq, &f);
+                        verdict = judge(session, request, seq, opening, &f);
                     }
                 };
                 match self.transport.recv(&mut buf, attempt_deadline) {
@@ -428,10 +516,21 @@ impl Link {
     }
 }
 
+/// How the answers to the outstanding request are protected.
+enum Opening {
+    /// The unauthenticated protocol.
+    Plain,
+    /// An AuthHello with the client's `nonce`: the AuthHelloAck must open
+    /// with the keys derived from it and the debuggee's nonce.
+    AuthHello { key: Psk, nonce: [u8; NONCE_LEN] },
+    /// A request of an authenticated session at position `k`.
+    Sealed { keys: SessionKeys, k: u16 },
+}
+
 /// What `frame` means for the outstanding `request` (sent as `seq` in
 /// `session`).
-fn judge(session: u8, request: &Message, seq: u16, frame: &RawFrame) -> Verdict {
-    let hello = matches!(request, Message::Hello { .. });
+fn judge(session: u8, request: &Message, seq: u16, opening: &Opening, frame: &RawFrame) -> Verdict {
+    let hello = matches!(request, Message::Hello { .. } | Message::AuthHello { .. });
     let expected = request.kind() | kind::RESPONSE_BIT;
     if frame.seq != seq {
         return Verdict::Ignore;
@@ -441,6 +540,19 @@ fn judge(session: u8, request: &Message, seq: u16, frame: &RawFrame) -> Verdict 
     if !session_ok {
         return Verdict::Ignore;
     }
+    let opened;
+    let frame = match opening {
+        Opening::Plain => frame,
+        Opening::Sealed { keys, k } => match keys.open(Direction::ToClient, frame, *k) {
+            Some(plain) => {
+                opened = plain;
+                &opened
+            }
+            // Forged, altered or replayed: not an answer.
+            None => return Verdict::Ignore,
+        },
+        Opening::AuthHello { key, nonce } => return judge_auth_hello(key, nonce, frame),
+    };
     match Message::parse(frame) {
         Ok(Message::Nak { reason }) => Verdict::Fail(match reason {
             // Our session is gone: the debuggee restarted, or another
@@ -452,9 +564,43 @@ fn judge(session: u8, request: &Message, seq: u16, frame: &RawFrame) -> Verdict 
             NakReason::UnknownType | NakReason::BadPayload => Status::INVALID_PACKET.into(),
             NakReason::OutOfSequence if !hello => Failure::OutOfSequence,
             NakReason::OutOfSequence => Status::INVALID_PACKET.into(),
+            // The debuggee holds a key and we have none.
+            NakReason::AuthRequired | NakReason::AuthUnavailable => Status::ACCESS_DENIED.into(),
         }),
         Ok(message) if frame.kind == expected => Verdict::Answer(frame.session, message),
         // Our id on a frame that is not our answer: the peer is confused.
         Ok(_) | Err(_) => Verdict::Fail(Status::INVALID_PACKET.into()),
+    }
+}
+
+/// The answer to an AuthHello (SEQ and session already match): an
+/// AuthHelloAck that opens proves the debuggee holds our key; one that does
+/// not, or any refusal, is `ACCESS_DENIED` (a client with a key never
+/// settles for less).
+fn judge_auth_hello(key: &Psk, nonce: &[u8; NONCE_LEN], frame: &RawFrame) -> Verdict {
+    if frame.kind == kind::AUTH_HELLO_ACK {
+        let mut debuggee_nonce = [0u8; NONCE_LEN];
+        if frame.payload().len() >= NONCE_LEN {
+            debuggee_nonce.copy_from_slice(&frame.payload()[..NONCE_LEN]);
+        }
+        let keys = SessionKeys::derive(key, nonce, &debuggee_nonce);
+        return match keys
+            .open(Direction::ToClient, frame, 0)
+            .map(|f| Message::parse(&f))
+        {
+            Some(Ok(message)) => Verdict::Answer(frame.session, message),
+            // The debuggee does not hold our key.
+            None => Verdict::Fail(Status::ACCESS_DENIED.into()),
+            Some(Err(_)) => Verdict::Fail(Status::INVALID_PACKET.into()),
+        };
+    }
+    match Message::parse(frame) {
+        Ok(Message::Nak {
+            reason: NakReason::UnsupportedVersion,
+        }) => Verdict::Fail(Status::REVISION_MISMATCH.into()),
+        // AuthUnavailable, or a debuggee that does not know AuthHello at
+        // all: no authentication on offer.
+        Ok(Message::Nak { .. }) => Verdict::Fail(Status::ACCESS_DENIED.into()),
+        _ => Verdict::Ignore,
     }
 }

@@ -37,10 +37,18 @@ pub struct PS_ENGINE_CONFIG {
     pub RequestTimeoutMs: u32,
     /// Sends of one request before `PULSE_STATUS_TIMEOUT`; 0 = 3.
     pub MaxAttempts: u32,
+    /// Version 2: the 32-byte pre-shared key of an authenticated link
+    /// (docs/SECURITY.md), or NULL for an unauthenticated link.
+    pub pKey: *const u8,
+    /// Version 2: 32 when `pKey` is set, else 0.
+    pub KeySize: u32,
 }
 
-/// The size of the first version of `PS_ENGINE_CONFIG`; smaller is refused.
-const CONFIG_V1_SIZE: usize = std::mem::size_of::<PS_ENGINE_CONFIG>();
+/// A `Size` below this (the first four fields) is refused.
+const CONFIG_V1_SIZE: usize = std::mem::offset_of!(PS_ENGINE_CONFIG, pKey);
+/// A `Size` of at least this covers `pKey` and `KeySize`: version 2.
+const CONFIG_V2_SIZE: usize =
+    std::mem::offset_of!(PS_ENGINE_CONFIG, KeySize) + std::mem::size_of::<u32>();
 
 /// Runs `body`, turning a panic into `PULSE_STATUS_INTERNAL_ERROR`.
 fn guarded(body: impl FnOnce() -> PulseStatus) -> PULSE_STATUS {
@@ -54,27 +62,59 @@ fn guarded(body: impl FnOnce() -> PulseStatus) -> PULSE_STATUS {
 /// # Safety
 /// `config` must be non-NULL and point to at least a readable `Size` field
 /// followed by `Size` readable bytes; if `Size` covers version 1, `Transport`
-/// must be NULL or a NUL-terminated string.
+/// must be NULL or a NUL-terminated string; if it covers version 2, `pKey`
+/// must be NULL or point to `KeySize` readable bytes.
 unsafe fn engine_config(config: *const PS_ENGINE_CONFIG) -> Option<EngineConfig> {
-    // Read Size alone first: a caller's struct may be shorter than ours, so
-    // no reference to the whole struct may exist before the check.
+    // Fields are read one by one through the raw pointer: a caller's struct
+    // may be shorter than ours, so no reference to the whole struct may
+    // exist, and each field is read only once Size says it is there.
     // SAFETY: `config` is non-NULL and its Size field is readable.
-    let size = unsafe { std::ptr::addr_of!((*config).Size).read_unaligned() };
-    if (size as usize) < CONFIG_V1_SIZE {
+    let size = unsafe { std::ptr::addr_of!((*config).Size).read_unaligned() } as usize;
+    if size < CONFIG_V1_SIZE {
         return None;
     }
-    // SAFETY: Size says all version-1 fields are there and readable.
-    let config = unsafe { &*config };
-    if config.Transport.is_null() {
+    // SAFETY: Size covers the version-1 fields, so they are readable.
+    let (transport, timeout_ms, attempts) = unsafe {
+        (
+            std::ptr::addr_of!((*config).Transport).read_unaligned(),
+            std::ptr::addr_of!((*config).RequestTimeoutMs).read_unaligned(),
+            std::ptr::addr_of!((*config).MaxAttempts).read_unaligned(),
+        )
+    };
+    let key = if size >= CONFIG_V2_SIZE {
+        // SAFETY: Size covers the version-2 fields.
+        let (key, key_size) = unsafe {
+            (
+                std::ptr::addr_of!((*config).pKey).read_unaligned(),
+                std::ptr::addr_of!((*config).KeySize).read_unaligned(),
+            )
+        };
+        match (key.is_null(), key_size as usize) {
+            (true, 0) => None,
+            (false, pulse_proto::auth::KEY_LEN) => {
+                let mut bytes = [0u8; pulse_proto::auth::KEY_LEN];
+                // SAFETY: non-NULL, and the caller promises KeySize (32)
+                // readable bytes; u8 has no alignment requirement.
+                bytes.copy_from_slice(unsafe {
+                    std::slice::from_raw_parts(key, pulse_proto::auth::KEY_LEN)
+                });
+                Some(pulse_proto::Psk::new(bytes))
+            }
+            _ => return None,
+        }
+    } else {
+        None
+    };
+    if transport.is_null() {
         return None;
     }
     // SAFETY: non-NULL, and the caller promises a NUL-terminated string.
-    let transport = unsafe { CStr::from_ptr(config.Transport) }.to_str().ok()?;
-    let request_timeout = match config.RequestTimeoutMs {
+    let transport = unsafe { CStr::from_ptr(transport) }.to_str().ok()?;
+    let request_timeout = match timeout_ms {
         0 => DEFAULT_REQUEST_TIMEOUT,
         ms => Duration::from_millis(u64::from(ms)),
     };
-    let max_attempts = match config.MaxAttempts {
+    let max_attempts = match attempts {
         0 => DEFAULT_MAX_ATTEMPTS,
         n => n,
     };
@@ -82,16 +122,25 @@ unsafe fn engine_config(config: *const PS_ENGINE_CONFIG) -> Option<EngineConfig>
         transport: transport.to_owned(),
         request_timeout,
         max_attempts,
+        key,
     })
 }
 
 /// Creates an engine: opens the transport and performs the handshake with
 /// hv-stub on the debuggee.
 ///
+/// A `Size` covering only the first four fields is version 1: an
+/// unauthenticated link. Version 2 adds `pKey`/`KeySize`: with a key, the
+/// engine opens an authenticated session only (docs/SECURITY.md).
+///
 /// Returns `PULSE_STATUS_SUCCESS` and stores the handle in `*ppEngine`, or:
 /// `PULSE_STATUS_INVALID_PARAMETER` (NULL pointer, `Size` too small, missing,
-/// malformed or unknown transport string), `PULSE_STATUS_NO_SUCH_DEVICE`,
-/// `PULSE_STATUS_ACCESS_DENIED`, `PULSE_STATUS_CONNECTION_REFUSED` (the
+/// malformed or unknown transport string, `pKey` set with `KeySize` other
+/// than 32, or `KeySize` not 0 with `pKey` NULL), `PULSE_STATUS_NO_SUCH_DEVICE`,
+/// `PULSE_STATUS_ACCESS_DENIED` (no permission for the device; or the
+/// debuggee holds a key and this engine has none or another one; or this
+/// engine has a key and the debuggee offers no authentication),
+/// `PULSE_STATUS_CONNECTION_REFUSED` (the
 /// transport cannot be opened), `PULSE_STATUS_INSUFFICIENT_RESOURCES` (out of
 /// file descriptors or memory), `PULSE_STATUS_TIMEOUT` (the debuggee did not
 /// answer), `PULSE_STATUS_REVISION_MISMATCH`, `PULSE_STATUS_INVALID_PACKET`,
@@ -103,7 +152,8 @@ unsafe fn engine_config(config: *const PS_ENGINE_CONFIG) -> Option<EngineConfig>
 /// # Safety
 /// `pConfig` must be NULL or point to a readable `PS_ENGINE_CONFIG` of
 /// `pConfig->Size` bytes whose `Transport` is NULL or a NUL-terminated
-/// string; `ppEngine` must be NULL or writable.
+/// string and, if `Size` covers them, whose `pKey` is NULL or points to
+/// `KeySize` readable bytes; `ppEngine` must be NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn EngCreateEngine(
     pConfig: *const PS_ENGINE_CONFIG,

@@ -60,8 +60,9 @@ statuses! {
     NO_SUCH_DEVICE = 0xC000_000E, "the transport device does not exist or cannot be opened";
     /// A NULL pointer, a bad config size or a malformed transport string.
     INVALID_PARAMETER = 0xC000_0010, "an argument is NULL or malformed";
-    /// Permission to open the device was denied.
-    ACCESS_DENIED = 0xC000_0022, "permission to open the transport device was denied";
+    /// Permission to open the device was denied, or the link's key does not
+    /// match (authenticated links, docs/SECURITY.md).
+    ACCESS_DENIED = 0xC000_0022, "access denied: no permission to open the transport device, or the debuggee and this engine do not share a key";
     /// A malformed or unexpected response.
     INVALID_PACKET = 0xC000_0031, "an invalid or unexpected packet was received in response";
     /// The CPU exists but is not running (not started by the OS yet, or stopped).

@@ -245,6 +245,7 @@ fn engine_for_com1() -> (String, thread::JoinHandle<bool>, mpsc::Receiver<Engine
             transport,
             request_timeout: Duration::from_millis(1000),
             max_attempts: 10,
+            key: None,
         };
         let end = Instant::now() + Duration::from_secs(30);
         loop {

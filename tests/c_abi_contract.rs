@@ -75,6 +75,8 @@ fn config(transport: *const c_char, timeout_ms: u32, attempts: u32) -> PS_ENGINE
         Transport: transport,
         RequestTimeoutMs: timeout_ms,
         MaxAttempts: attempts,
+        pKey: null(),
+        KeySize: 0,
     }
 }
 
@@ -195,11 +197,14 @@ fn status_to_string_names_every_code_and_never_returns_null() {
 #[test]
 fn config_struct_has_the_c_layout() {
     use std::mem::offset_of;
-    assert_eq!(size_of::<PS_ENGINE_CONFIG>(), 24);
+    assert_eq!(size_of::<PS_ENGINE_CONFIG>(), 40);
     assert_eq!(offset_of!(PS_ENGINE_CONFIG, Size), 0);
     assert_eq!(offset_of!(PS_ENGINE_CONFIG, Transport), 8);
     assert_eq!(offset_of!(PS_ENGINE_CONFIG, RequestTimeoutMs), 16);
     assert_eq!(offset_of!(PS_ENGINE_CONFIG, MaxAttempts), 20);
+    // Version 2 appends the key; version 1 ends where it begins.
+    assert_eq!(offset_of!(PS_ENGINE_CONFIG, pKey), 24);
+    assert_eq!(offset_of!(PS_ENGINE_CONFIG, KeySize), 32);
 }
 
 #[test]
@@ -260,7 +265,7 @@ fn null_arguments_are_invalid_parameter_and_touch_nothing() {
 fn config_size_below_version_1_is_invalid_parameter() {
     let listener = SilentServer::start();
     let transport = std::ffi::CString::new(listener.transport()).unwrap();
-    let v1 = size_of::<PS_ENGINE_CONFIG>() as u32;
+    let v1 = std::mem::offset_of!(PS_ENGINE_CONFIG, pKey) as u32;
     for size in [0, 1, 4, v1 - 1] {
         let mut cfg = config(transport.as_ptr(), 100, 3);
         cfg.Size = size;
@@ -276,18 +281,20 @@ fn config_size_below_version_1_is_invalid_parameter() {
 
 #[test]
 fn config_size_above_version_1_is_accepted() {
-    /// A later version of the struct: version 1 followed by new fields.
+    /// A later version of the struct: version 2 followed by new fields.
     #[repr(C)]
-    struct ConfigV2 {
+    struct ConfigV3 {
         v1: PS_ENGINE_CONFIG,
         future: [u64; 4],
     }
-    let cfg = ConfigV2 {
+    let cfg = ConfigV3 {
         v1: PS_ENGINE_CONFIG {
-            Size: size_of::<ConfigV2>() as u32,
+            Size: size_of::<ConfigV3>() as u32,
             Transport: c"sim".as_ptr(),
             RequestTimeoutMs: 500,
             MaxAttempts: 2,
+            pKey: null(),
+            KeySize: 0,
         },
         future: [u64::MAX; 4],
     };

@@ -223,6 +223,8 @@ fn the_c_abi_for_cpus() {
         Transport: transport.as_ptr(),
         RequestTimeoutMs: 0,
         MaxAttempts: 0,
+        pKey: std::ptr::null(),
+        KeySize: 0,
     };
     let mut engine: PPS_ENGINE = std::ptr::null_mut();
     // SAFETY: valid config and out-pointer; every handle below is live

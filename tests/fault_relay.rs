@@ -7,7 +7,9 @@
 //! and for good, and garbage between frames is skipped.
 //!
 //! Fault choices are seeded (support::seed_for, overridable with
-//! PULSE_TEST_SEED) and printed on failure.
+//! PULSE_TEST_SEED) and printed on failure. Every test runs twice: over
+//! the unauthenticated protocol (`plain::`) and over an authenticated
+//! link (`authenticated::`), with the same assertions.
 
 mod support;
 
@@ -110,15 +112,14 @@ impl Expect {
     }
 }
 
-#[test]
-fn lossy_link_every_write_ends_in_bound_and_executes_exactly_once() {
+fn lossy_link_every_write_ends_in_bound_and_executes_exactly_once(link: Link) {
     const N: u64 = 150;
     let seed = seed_for("lossy_link_every_write_ends_in_bound_and_executes_exactly_once");
-    let sim = TcpSim::start();
+    let sim = TcpSim::start_on(link);
     let relay = Relay::start(sim.addr, seed);
     relay.set_faults(Dir::Requests, lossy(0.12, 0.10));
     relay.set_faults(Dir::Responses, lossy(0.12, 0.10));
-    let cfg = config(&relay.transport(), 40, 8);
+    let cfg = link.config(&relay.transport(), 40, 8);
     let engine = open(&cfg);
     relay.quiesce();
     let before = handler_stats(&sim.target);
@@ -143,7 +144,11 @@ fn lossy_link_every_write_ends_in_bound_and_executes_exactly_once() {
     relay.quiesce();
     let after = handler_stats(&sim.target);
     let model_after = model_stats(&sim.target);
-    let delivered = delivered_writes(&relay.delivered(Dir::Requests)[delivered_before..]);
+    let requests = link.plain_requests(
+        &relay.delivered(Dir::Requests),
+        &relay.delivered(Dir::Responses),
+    );
+    let delivered = delivered_writes(&requests[delivered_before..]);
     let reached: BTreeSet<u64> = delivered.iter().map(|&(_, _, v)| v).collect();
     let successes: Vec<u64> = calls
         .iter()
@@ -205,11 +210,10 @@ fn lossy_link_every_write_ends_in_bound_and_executes_exactly_once() {
     assert_eq!(guest_saw(&sim.target, IA32_LSTAR), Some(final_value));
 }
 
-#[test]
-fn all_responses_lost_times_out_in_bound_after_one_execution_of_identical_resends() {
-    let sim = TcpSim::start();
+fn all_responses_lost_times_out_in_bound_after_one_execution_of_identical_resends(link: Link) {
+    let sim = TcpSim::start_on(link);
     let relay = Relay::start(sim.addr, 1);
-    let cfg = config(&relay.transport(), 100, 3);
+    let cfg = link.config(&relay.transport(), 100, 3);
     let engine = open(&cfg);
     engine.write_msr(IA32_LSTAR, kernel_address(1)).unwrap();
     relay.quiesce();
@@ -243,14 +247,13 @@ fn all_responses_lost_times_out_in_bound_after_one_execution_of_identical_resend
     assert_eq!(engine.read_msr(IA32_LSTAR), Ok(kernel_address(3)));
 }
 
-#[test]
-fn every_response_late_still_completes_the_right_call() {
+fn every_response_late_still_completes_the_right_call(link: Link) {
     // Each response arrives after the attempt that asked for it timed out,
     // so the engine resends, and the resend's answer arrives during the
     // next call: every call sees one stale frame from its predecessor.
-    let sim = TcpSim::start();
+    let sim = TcpSim::start_on(link);
     let relay = Relay::start(sim.addr, 2);
-    let cfg = config(&relay.transport(), 40, 4);
+    let cfg = link.config(&relay.transport(), 40, 4);
     let engine = open(&cfg);
     relay.set_faults(
         Dir::Responses,
@@ -285,13 +288,12 @@ fn every_response_late_still_completes_the_right_call() {
     );
 }
 
-#[test]
-fn duplicated_and_delayed_frames_never_complete_the_wrong_call() {
+fn duplicated_and_delayed_frames_never_complete_the_wrong_call(link: Link) {
     const ROUNDS: u64 = 25;
     let seed = seed_for("duplicated_and_delayed_frames_never_complete_the_wrong_call");
-    let sim = TcpSim::start();
+    let sim = TcpSim::start_on(link);
     let relay = Relay::start(sim.addr, seed);
-    let cfg = config(&relay.transport(), 50, 6);
+    let cfg = link.config(&relay.transport(), 50, 6);
     let engine = open(&cfg);
     let mut a = Expect::new(read_settled(&engine, IA32_LSTAR));
     let mut b = Expect::new(read_settled(&engine, IA32_CSTAR));
@@ -363,10 +365,9 @@ fn duplicated_and_delayed_frames_never_complete_the_wrong_call() {
     assert_eq!(after.naks, before.naks);
 }
 
-#[test]
-fn garbage_between_frames_is_skipped_and_calls_succeed() {
+fn garbage_between_frames_is_skipped_and_calls_succeed(link: Link) {
     let seed = seed_for("garbage_between_frames_is_skipped_and_calls_succeed");
-    let sim = TcpSim::start();
+    let sim = TcpSim::start_on(link);
     let relay = Relay::start(sim.addr, seed);
     let noisy = Faults {
         garbage: 0.5,
@@ -375,7 +376,7 @@ fn garbage_between_frames_is_skipped_and_calls_succeed() {
     };
     relay.set_faults(Dir::Requests, noisy);
     relay.set_faults(Dir::Responses, noisy);
-    let cfg = config(&relay.transport(), 100, 8);
+    let cfg = link.config(&relay.transport(), 100, 8);
     let engine = Engine::open(&cfg).expect("handshake through garbage");
     for i in 0..30 {
         let value = kernel_address(0x5000 + i);
@@ -404,15 +405,14 @@ fn garbage_between_frames_is_skipped_and_calls_succeed() {
     assert_eq!(handler_stats(&sim.target).naks, 0);
 }
 
-#[test]
-fn fake_frame_headers_in_garbage_cost_resends_not_calls() {
+fn fake_frame_headers_in_garbage_cost_resends_not_calls(link: Link) {
     // Garbage that starts with the start marker and a plausible length
     // makes a decoder wait for up to a full frame before the CRC rejects
     // it; the resends supply the bytes. Calls must still succeed in bound.
     let seed = seed_for("fake_frame_headers_in_garbage_cost_resends_not_calls");
-    let sim = TcpSim::start();
+    let sim = TcpSim::start_on(link);
     let relay = Relay::start(sim.addr, seed);
-    let cfg = config(&relay.transport(), 40, 8);
+    let cfg = link.config(&relay.transport(), 40, 8);
     let engine = Engine::open(&cfg).expect("handshake");
     let fake = Faults {
         garbage: 0.3,
@@ -473,11 +473,10 @@ fn assert_lost_for_good(engine: &Engine) {
     }
 }
 
-#[test]
-fn cut_while_idle_is_connection_lost_and_later_calls_fail_fast() {
-    let sim = TcpSim::start();
+fn cut_while_idle_is_connection_lost_and_later_calls_fail_fast(link: Link) {
+    let sim = TcpSim::start_on(link);
     let relay = Relay::start(sim.addr, 3);
-    let cfg = config(&relay.transport(), 200, 3);
+    let cfg = link.config(&relay.transport(), 200, 3);
     let engine = open(&cfg);
     assert_eq!(engine.write_msr(IA32_LSTAR, kernel_address(1)), Ok(()));
     relay.cut();
@@ -487,12 +486,11 @@ fn cut_while_idle_is_connection_lost_and_later_calls_fail_fast() {
     assert_lost_for_good(&engine);
 }
 
-#[test]
-fn cut_during_a_call_is_connection_lost_not_timeout() {
+fn cut_during_a_call_is_connection_lost_not_timeout(link: Link) {
     for dir in [Dir::Requests, Dir::Responses] {
-        let sim = TcpSim::start();
+        let sim = TcpSim::start_on(link);
         let relay = Relay::start(sim.addr, 4);
-        let cfg = config(&relay.transport(), 200, 3);
+        let cfg = link.config(&relay.transport(), 200, 3);
         let engine = open(&cfg);
         assert_eq!(engine.write_msr(IA32_LSTAR, kernel_address(1)), Ok(()));
         relay.quiesce();
@@ -510,8 +508,7 @@ fn cut_during_a_call_is_connection_lost_not_timeout() {
     }
 }
 
-#[test]
-fn many_threads_on_one_engine_through_a_lossy_link() {
+fn many_threads_on_one_engine_through_a_lossy_link(link: Link) {
     const THREADS: usize = 8;
     const CALLS: u64 = 50;
     const MSRS: [u32; THREADS] = [
@@ -525,11 +522,11 @@ fn many_threads_on_one_engine_through_a_lossy_link() {
         IA32_TSC_AUX,
     ];
     let seed = seed_for("many_threads_on_one_engine_through_a_lossy_link");
-    let sim = TcpSim::start();
+    let sim = TcpSim::start_on(link);
     let relay = Relay::start(sim.addr, seed);
     relay.set_faults(Dir::Requests, lossy(0.05, 0.03));
     relay.set_faults(Dir::Responses, lossy(0.05, 0.03));
-    let cfg = config(&relay.transport(), 30, 6);
+    let cfg = link.config(&relay.transport(), 30, 6);
     let engine = Arc::new(open(&cfg));
     let initial: Vec<u64> = MSRS.iter().map(|&m| read_settled(&engine, m)).collect();
     relay.quiesce();
@@ -618,3 +615,51 @@ fn many_threads_on_one_engine_through_a_lossy_link() {
     assert!(after.replays > before.replays, "seed {seed}: no resends?");
     assert_eq!(model_stats(&sim.target).entry_failures, 0);
 }
+
+/// The campaign over both kinds of link.
+macro_rules! over_both_links {
+    ($($module:ident => $link:ident),*) => {$(
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn lossy_link_every_write_ends_in_bound_and_executes_exactly_once() {
+                super::lossy_link_every_write_ends_in_bound_and_executes_exactly_once(Link::$link);
+            }
+            #[test]
+            fn all_responses_lost_times_out_in_bound_after_one_execution_of_identical_resends() {
+                super::all_responses_lost_times_out_in_bound_after_one_execution_of_identical_resends(Link::$link);
+            }
+            #[test]
+            fn every_response_late_still_completes_the_right_call() {
+                super::every_response_late_still_completes_the_right_call(Link::$link);
+            }
+            #[test]
+            fn duplicated_and_delayed_frames_never_complete_the_wrong_call() {
+                super::duplicated_and_delayed_frames_never_complete_the_wrong_call(Link::$link);
+            }
+            #[test]
+            fn garbage_between_frames_is_skipped_and_calls_succeed() {
+                super::garbage_between_frames_is_skipped_and_calls_succeed(Link::$link);
+            }
+            #[test]
+            fn fake_frame_headers_in_garbage_cost_resends_not_calls() {
+                super::fake_frame_headers_in_garbage_cost_resends_not_calls(Link::$link);
+            }
+            #[test]
+            fn cut_while_idle_is_connection_lost_and_later_calls_fail_fast() {
+                super::cut_while_idle_is_connection_lost_and_later_calls_fail_fast(Link::$link);
+            }
+            #[test]
+            fn cut_during_a_call_is_connection_lost_not_timeout() {
+                super::cut_during_a_call_is_connection_lost_not_timeout(Link::$link);
+            }
+            #[test]
+            fn many_threads_on_one_engine_through_a_lossy_link() {
+                super::many_threads_on_one_engine_through_a_lossy_link(Link::$link);
+            }
+        }
+    )*};
+}
+
+over_both_links!(plain => Plain, authenticated => Authenticated);

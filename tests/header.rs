@@ -123,7 +123,7 @@ fn header_compiles_as_c99_and_cxx() {
     std::fs::create_dir_all(&dir).unwrap();
     let body = "#include <pulse.h>\n#include <pulse.h>\n\
         PULSE_STATUS probe(PPS_ENGINE e) {\n\
-          PS_ENGINE_CONFIG c = { sizeof(PS_ENGINE_CONFIG), \"sim\", 0, 0 };\n\
+          PS_ENGINE_CONFIG c = { sizeof(PS_ENGINE_CONFIG), \"sim\", 0, 0, 0, 0 };\n\
           PPS_ENGINE out = 0; uint64_t v = 0; (void)c; (void)out;\n\
           uint32_t ma, mi, pa;\n\
           (void)PsStatusToString(PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION);\n\

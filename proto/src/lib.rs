@@ -7,17 +7,20 @@
 //!   session, sequence number, payload, CRC-16) and its encoder;
 //! * [`decoder`]: a byte-at-a-time stream decoder that resynchronises after
 //!   garbage, truncation or corruption;
-//! * [`message`]: the typed requests and responses carried in a frame.
+//! * [`message`]: the typed requests and responses carried in a frame;
+//! * [`auth`]: the authenticated link's key derivation and frame sealing.
 //!
 //! `docs/PROTOCOL.md` documents every byte, with test vectors that
 //! `tests/vectors.rs` checks.
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod decoder;
 pub mod frame;
 pub mod message;
 
+pub use auth::{Direction, KeyTextError, NonceSource, Psk, SessionKeys};
 pub use decoder::{Decoder, DecoderStats};
 pub use frame::{encode_frame, FrameBuf, RawFrame, MAX_FRAME, MAX_PAYLOAD};
 pub use message::{Message, NakReason, ParseError, WireStatus, ALL_CPUS};

@@ -10,8 +10,14 @@
 //! | 0x83 | ReadAck    | status u8, value u64 (0 unless status Ok) | 9     |
 //! | 0x04 | CpuInfo    | (none)                                    | 0     |
 //! | 0x84 | CpuInfoAck | count u8, running u64 (bit n: CPU n runs) | 9     |
+//! | 0x05 | AuthHello  | version u8, nonce [u8; 16]                | 17    |
+//! | 0x85 | AuthHelloAck | nonce [u8; 16], version u8, capabilities u32 (sealed: + 8-byte tag) | 21 |
 //! | 0xFF | Nak        | reason u8                                 | 1     |
+//!
+//! In an authenticated session every frame but the AuthHello is sealed
+//! (`crate::auth`): its payload carries 8 more bytes, the tag.
 
+use crate::auth::NONCE_LEN;
 use crate::frame::{encode_frame, FrameBuf, RawFrame, MAX_PAYLOAD};
 
 pub mod kind {
@@ -19,12 +25,14 @@ pub mod kind {
     pub const WRITE_MSR: u8 = 0x02;
     pub const READ_MSR: u8 = 0x03;
     pub const CPU_INFO: u8 = 0x04;
+    pub const AUTH_HELLO: u8 = 0x05;
     /// Set in the type of every response.
     pub const RESPONSE_BIT: u8 = 0x80;
     pub const HELLO_ACK: u8 = HELLO | RESPONSE_BIT;
     pub const WRITE_ACK: u8 = WRITE_MSR | RESPONSE_BIT;
     pub const READ_ACK: u8 = READ_MSR | RESPONSE_BIT;
     pub const CPU_INFO_ACK: u8 = CPU_INFO | RESPONSE_BIT;
+    pub const AUTH_HELLO_ACK: u8 = AUTH_HELLO | RESPONSE_BIT;
     pub const NAK: u8 = 0xFF;
 }
 
@@ -76,6 +84,11 @@ pub enum NakReason {
     /// The request's session was replaced by a later handshake (another
     /// client's, normally): the debuggee now serves someone else.
     SessionTakenOver = 6,
+    /// The debuggee holds a key: it opens authenticated sessions only
+    /// (AuthHello), and a plain Hello is refused.
+    AuthRequired = 7,
+    /// An AuthHello reached a debuggee that holds no key.
+    AuthUnavailable = 8,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -117,6 +130,20 @@ pub enum Message {
         count: u8,
         running: u64,
     },
+    /// Opens an authenticated session; `nonce` is fresh random bytes of the
+    /// client's for each handshake.
+    AuthHello {
+        version: u8,
+        nonce: [u8; NONCE_LEN],
+    },
+    /// Accepts it: `nonce` is the debuggee's fresh random bytes (sent in
+    /// the clear, authenticated), the rest is sealed with the new session's
+    /// keys, which proves the debuggee holds the key.
+    AuthHelloAck {
+        nonce: [u8; NONCE_LEN],
+        version: u8,
+        capabilities: u32,
+    },
 }
 
 /// A CRC-valid frame whose content is not a message.
@@ -149,6 +176,8 @@ impl NakReason {
             4 => Ok(NakReason::BadPayload),
             5 => Ok(NakReason::OutOfSequence),
             6 => Ok(NakReason::SessionTakenOver),
+            7 => Ok(NakReason::AuthRequired),
+            8 => Ok(NakReason::AuthUnavailable),
             other => Err(ParseError::BadReason(other)),
         }
     }
@@ -158,6 +187,12 @@ fn u32_at(p: &[u8], at: usize) -> u32 {
     let mut b = [0u8; 4];
     b.copy_from_slice(&p[at..at + 4]);
     u32::from_le_bytes(b)
+}
+
+fn nonce_at(p: &[u8], at: usize) -> [u8; NONCE_LEN] {
+    let mut b = [0u8; NONCE_LEN];
+    b.copy_from_slice(&p[at..at + NONCE_LEN]);
+    b
 }
 
 fn u64_at(p: &[u8], at: usize) -> u64 {
@@ -178,6 +213,8 @@ impl Message {
             Message::Nak { .. } => kind::NAK,
             Message::CpuInfo => kind::CPU_INFO,
             Message::CpuInfoAck { .. } => kind::CPU_INFO_ACK,
+            Message::AuthHello { .. } => kind::AUTH_HELLO,
+            Message::AuthHelloAck { .. } => kind::AUTH_HELLO_ACK,
         }
     }
 
@@ -231,6 +268,21 @@ impl Message {
                 out[1..9].copy_from_slice(&running.to_le_bytes());
                 9
             }
+            Message::AuthHello { version, nonce } => {
+                out[0] = version;
+                out[1..1 + NONCE_LEN].copy_from_slice(&nonce);
+                1 + NONCE_LEN
+            }
+            Message::AuthHelloAck {
+                nonce,
+                version,
+                capabilities,
+            } => {
+                out[..NONCE_LEN].copy_from_slice(&nonce);
+                out[NONCE_LEN] = version;
+                out[NONCE_LEN + 1..NONCE_LEN + 5].copy_from_slice(&capabilities.to_le_bytes());
+                NONCE_LEN + 5
+            }
         }
     }
 
@@ -251,6 +303,8 @@ impl Message {
             kind::HELLO | kind::HELLO_ACK | kind::READ_MSR => 5,
             kind::WRITE_MSR => 13,
             kind::READ_ACK | kind::CPU_INFO_ACK => 9,
+            kind::AUTH_HELLO => 1 + NONCE_LEN,
+            kind::AUTH_HELLO_ACK => NONCE_LEN + 5,
             other => return Err(ParseError::UnknownType(other)),
         };
         if p.len() != want {
@@ -284,6 +338,15 @@ impl Message {
             kind::CPU_INFO_ACK => Message::CpuInfoAck {
                 count: p[0],
                 running: u64_at(p, 1),
+            },
+            kind::AUTH_HELLO => Message::AuthHello {
+                version: p[0],
+                nonce: nonce_at(p, 1),
+            },
+            kind::AUTH_HELLO_ACK => Message::AuthHelloAck {
+                nonce: nonce_at(p, 0),
+                version: p[NONCE_LEN],
+                capabilities: u32_at(p, NONCE_LEN + 1),
             },
             kind::READ_ACK => Message::ReadAck {
                 status: WireStatus::from_byte(p[0])?,

@@ -142,6 +142,15 @@ fn one_of_each() -> Vec<Message> {
             count: 4,
             running: 0b1011,
         },
+        Message::AuthHello {
+            version: 3,
+            nonce: [0x11; 16],
+        },
+        Message::AuthHelloAck {
+            nonce: [0x22; 16],
+            version: 3,
+            capabilities: 0b10,
+        },
     ]
 }
 
@@ -714,6 +723,8 @@ fn unknown_types_are_rejected() {
         kind::NAK,
         kind::CPU_INFO,
         kind::CPU_INFO_ACK,
+        kind::AUTH_HELLO,
+        kind::AUTH_HELLO_ACK,
     ];
     for k in 0..=u8::MAX {
         if known.contains(&k) {
@@ -803,7 +814,7 @@ fn bad_wire_status_bytes_are_rejected() {
 
 #[test]
 fn bad_nak_reason_bytes_are_rejected() {
-    for b in (0..=u8::MAX).filter(|b| !(1..=6).contains(b)) {
+    for b in (0..=u8::MAX).filter(|b| !(1..=8).contains(b)) {
         let nak = raw(kind::NAK, &[b]);
         assert_eq!(Message::parse(&nak), Err(ParseError::BadReason(b)));
     }
@@ -814,6 +825,8 @@ fn bad_nak_reason_bytes_are_rejected() {
         (4, NakReason::BadPayload),
         (5, NakReason::OutOfSequence),
         (6, NakReason::SessionTakenOver),
+        (7, NakReason::AuthRequired),
+        (8, NakReason::AuthUnavailable),
     ];
     for (b, reason) in reasons {
         assert_eq!(

@@ -162,6 +162,8 @@ fn nak_reason_named(name: &str) -> NakReason {
         NakReason::BadPayload,
         NakReason::OutOfSequence,
         NakReason::SessionTakenOver,
+        NakReason::AuthRequired,
+        NakReason::AuthUnavailable,
     ]
     .into_iter()
     .find(|r| format!("{r:?}") == name)
@@ -228,6 +230,15 @@ fn message(text: &str) -> Message {
         "Nak" => Message::Nak {
             reason: nak_reason_named(take("reason")),
         },
+        "AuthHello" => Message::AuthHello {
+            version: u8::try_from(int(take("version"))).unwrap(),
+            nonce: nonce16(take("nonce")),
+        },
+        "AuthHelloAck" => Message::AuthHelloAck {
+            nonce: nonce16(take("nonce")),
+            version: u8::try_from(int(take("version"))).unwrap(),
+            capabilities: u32::try_from(int(take("capabilities"))).unwrap(),
+        },
         other => panic!("unknown message {other:?}"),
     };
     assert!(fields.is_empty(), "unknown fields {fields:?} in {text:?}");
@@ -266,8 +277,24 @@ fn sample(name: &str) -> Message {
         "Nak" => Message::Nak {
             reason: NakReason::BadSession,
         },
+        "AuthHello" => Message::AuthHello {
+            version: 3,
+            nonce: [1; 16],
+        },
+        "AuthHelloAck" => Message::AuthHelloAck {
+            nonce: [2; 16],
+            version: 3,
+            capabilities: 0,
+        },
         other => panic!("unknown message {other:?}"),
     }
+}
+
+/// 16 bytes written as 32 hex digits (a handshake nonce).
+fn nonce16(text: &str) -> [u8; 16] {
+    hex_bytes(text)
+        .try_into()
+        .unwrap_or_else(|_| panic!("a nonce is 16 bytes: {text:?}"))
 }
 
 fn decode_one(bytes: &[u8]) -> RawFrame {
@@ -434,7 +461,7 @@ fn message_types_table() {
         assert!(names.insert(name.to_owned()), "{name} twice");
         kinds.insert(k);
     }
-    assert_eq!(names.len(), 9, "every message type is in the table");
+    assert_eq!(names.len(), 11, "every message type is in the table");
     // Every TYPE outside the table is rejected.
     for k in (0..=u8::MAX).filter(|k| !kinds.contains(k)) {
         assert_eq!(
@@ -479,7 +506,7 @@ fn nak_reason_table() {
         );
         listed.insert(value);
     }
-    assert_eq!(listed.len(), 6);
+    assert_eq!(listed.len(), 8);
     for b in (0..=u8::MAX).filter(|b| !listed.contains(b)) {
         assert_eq!(
             Message::parse(&raw(kind::NAK, &[b])),

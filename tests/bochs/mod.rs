@@ -394,6 +394,7 @@ pub fn open_engine(vm: &Bochs, transport: &str, request_timeout: Duration) -> En
         transport: transport.to_owned(),
         request_timeout,
         max_attempts: (BOOT_TIMEOUT.as_millis() / request_timeout.as_millis()).max(3) as u32,
+        key: None,
     };
     let end = Instant::now() + BOOT_TIMEOUT;
     loop {

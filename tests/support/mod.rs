@@ -28,6 +28,7 @@ pub fn config(transport: &str, timeout_ms: u64, attempts: u32) -> EngineConfig {
         transport: transport.to_owned(),
         request_timeout: Duration::from_millis(timeout_ms),
         max_attempts: attempts,
+        key: None,
     }
 }
 
@@ -152,9 +153,88 @@ pub struct TcpSim {
     pub server: hv_stub_sim::TcpServer,
 }
 
+/// Which protocol a test's link speaks: the same tests run over both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    Plain,
+    /// Both ends hold [`TEST_KEY`].
+    Authenticated,
+}
+
+/// The key of the tests' authenticated links.
+pub const TEST_KEY: pulse::pulse_proto::Psk = pulse::pulse_proto::Psk::new([0x42; 32]);
+
+impl Link {
+    /// A debuggee for this kind of link.
+    pub fn target(self) -> SharedTarget {
+        match self {
+            Link::Plain => hv_stub_sim::new_target(CpuCaps::MODERN),
+            Link::Authenticated => hv_stub_sim::new_keyed_target(CpuCaps::MODERN, TEST_KEY),
+        }
+    }
+
+    /// [`config`] with this link's key.
+    pub fn config(self, transport: &str, timeout_ms: u64, attempts: u32) -> EngineConfig {
+        let plain = config(transport, timeout_ms, attempts);
+        match self {
+            Link::Plain => plain,
+            Link::Authenticated => plain.with_key(TEST_KEY),
+        }
+    }
+
+    /// `requests` (frames a relay delivered to the debuggee) in the clear,
+    /// one for one: an authenticated link's are opened with the session
+    /// keys the handshakes in `requests` and `responses` derived; frames
+    /// that do not open (and AuthHellos) are left as they are.
+    pub fn plain_requests(self, requests: &[RawFrame], responses: &[RawFrame]) -> Vec<RawFrame> {
+        use pulse::pulse_proto::auth::Direction;
+        use pulse::pulse_proto::message::{kind, Message};
+        use pulse::pulse_proto::SessionKeys;
+        if self == Link::Plain {
+            return requests.to_vec();
+        }
+        let mut client_nonces = std::collections::BTreeMap::new();
+        for f in requests.iter().filter(|f| f.kind == kind::AUTH_HELLO) {
+            if let Ok(Message::AuthHello { nonce, .. }) = Message::parse(f) {
+                client_nonces.insert(f.seq, nonce);
+            }
+        }
+        // (session, base) -> keys
+        let mut sessions = Vec::new();
+        for f in responses.iter().filter(|f| f.kind == kind::AUTH_HELLO_ACK) {
+            let Some(client) = client_nonces.get(&f.seq) else {
+                continue;
+            };
+            let mut debuggee = [0u8; 16];
+            debuggee.copy_from_slice(&f.payload()[..16]);
+            let keys = SessionKeys::derive(&TEST_KEY, client, &debuggee);
+            if keys.open(Direction::ToClient, f, 0).is_some() {
+                sessions.push((f.session, f.seq, keys));
+            }
+        }
+        requests
+            .iter()
+            .map(|f| {
+                sessions
+                    .iter()
+                    .filter(|(id, _, _)| *id == f.session)
+                    .find_map(|(_, base, keys)| {
+                        keys.open(Direction::ToDebuggee, f, f.seq.wrapping_sub(*base))
+                    })
+                    .unwrap_or(*f)
+            })
+            .collect()
+    }
+}
+
 impl TcpSim {
     pub fn start() -> TcpSim {
-        let target = hv_stub_sim::new_target(CpuCaps::MODERN);
+        TcpSim::start_on(Link::Plain)
+    }
+
+    /// A debuggee for `link` (with a key for an authenticated one).
+    pub fn start_on(link: Link) -> TcpSim {
+        let target = link.target();
         let server =
             hv_stub_sim::TcpServer::spawn(Arc::clone(&target), "127.0.0.1:0").expect("spawn tcp");
         TcpSim {
@@ -179,7 +259,11 @@ pub struct PtySim {
 
 impl PtySim {
     pub fn start() -> PtySim {
-        let target = hv_stub_sim::new_target(CpuCaps::MODERN);
+        PtySim::start_on(Link::Plain)
+    }
+
+    pub fn start_on(link: Link) -> PtySim {
+        let target = link.target();
         let (path, stop) = hv_stub_sim::spawn_pty(Arc::clone(&target)).expect("spawn_pty");
         PtySim { target, path, stop }
     }

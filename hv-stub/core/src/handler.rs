@@ -15,7 +15,18 @@
 //! replaced client's next request is answered `SessionTakenOver`. Session
 //! numbers are drawn at random (from entropy the caller supplies) among
 //! those not issued in the last [`RECENT_SESSIONS`] handshakes.
+//!
+//! With a key ([`Stub::set_key`], docs/PROTOCOL.md section 9) the debuggee
+//! opens authenticated sessions only: an AuthHello gets an AuthHelloAck
+//! sealed with fresh session keys, but the new session stays *pending* and
+//! replaces the current one only when a request sealed with its keys
+//! arrives, i.e. once the client has proven the key. Every frame that is
+//! not sealed for a session the debuggee knows, at the position it names,
+//! is dropped without an answer. Since a forged frame cannot pass, a
+//! session executes any request ahead of its last one (a request that
+//! never arrived is skipped for good), so `OutOfSequence` is never needed.
 
+use pulse_proto::auth::{Direction, NonceSource, Psk, SessionKeys};
 use pulse_proto::message::{kind, Message, NakReason, WireStatus, ALL_CPUS};
 use pulse_proto::{Decoder, FrameBuf, RawFrame, NO_SESSION, PROTOCOL_VERSION};
 
@@ -47,6 +58,13 @@ pub struct HandlerStats {
     pub ignored: u64,
     /// Partial frames discarded by [`Stub::line_idle`].
     pub partial_frames_dropped: u64,
+    /// With a key: frames dropped because they are not sealed for a
+    /// session the debuggee knows at the position they name (forged,
+    /// altered, replayed from another session, or unauthenticated).
+    pub unauthenticated_dropped: u64,
+    /// With a key: authenticated handshakes answered (a session opens only
+    /// when its client's first sealed request arrives: `handshakes`).
+    pub auth_hellos_answered: u64,
 }
 
 /// A handled request of the current session and the response it got.
@@ -67,6 +85,8 @@ struct Session {
     hello: Handled,
     /// The last handled request (the Hello at first).
     last: Handled,
+    /// An authenticated session's keys.
+    keys: Option<SessionKeys>,
 }
 
 /// A small ring of recently seen values.
@@ -114,6 +134,16 @@ pub struct Stub<P> {
     /// SplitMix64 state for session numbers.
     random: u64,
     stats: HandlerStats,
+    /// With a key, only authenticated sessions are opened.
+    key: Option<Psk>,
+    /// The debuggee's handshake nonces.
+    nonces: NonceSource,
+    /// An authenticated handshake answered whose client has not proven the
+    /// key yet.
+    pending: Option<Session>,
+    /// The authenticated session the current one replaced: its client's
+    /// next request is told `SessionTakenOver`, sealed with its keys.
+    replaced: Option<Session>,
 }
 
 impl<P: Processors> Stub<P> {
@@ -132,15 +162,34 @@ impl<P: Processors> Stub<P> {
             recent_hellos: Ring::new((0, 0)),
             random: 0,
             stats: HandlerStats::default(),
+            key: None,
+            nonces: NonceSource::new(),
+            pending: None,
+            replaced: None,
         };
         stub.add_entropy(entropy.into());
         stub
     }
 
-    /// Mixes more entropy into the session-number generator.
+    /// Mixes more entropy into the session numbers and handshake nonces.
     pub fn add_entropy(&mut self, entropy: u64) {
         self.random ^= entropy;
         self.next_random();
+        self.nonces.stir(&entropy.to_le_bytes());
+    }
+
+    /// From now on, open authenticated sessions with `key` only (a session
+    /// opened before without a key is forgotten).
+    pub fn set_key(&mut self, key: Psk) {
+        self.key = Some(key);
+        self.session = None;
+        self.pending = None;
+        self.replaced = None;
+    }
+
+    /// Whether the debuggee holds a key.
+    pub fn has_key(&self) -> bool {
+        self.key.is_some()
     }
 
     /// The debuggee's processors.
@@ -207,6 +256,13 @@ impl<P: Processors> Stub<P> {
         if frame.kind & kind::RESPONSE_BIT != 0 {
             self.stats.ignored += 1;
             return None;
+        }
+        match (self.key, frame.kind) {
+            (None, kind::AUTH_HELLO) => return Some(self.nak(frame, NakReason::AuthUnavailable)),
+            (None, _) => {}
+            (Some(_), kind::HELLO) => return Some(self.nak(frame, NakReason::AuthRequired)),
+            (Some(key), kind::AUTH_HELLO) => return self.auth_handshake(frame, &key),
+            (Some(_), _) => return self.sealed_request(frame),
         }
         if frame.kind == kind::HELLO {
             return self.handshake(frame);
@@ -347,8 +403,120 @@ impl<P: Processors> Stub<P> {
             base: frame.seq,
             hello,
             last: hello,
+            keys: None,
         });
         Some(hello.response)
+    }
+
+    /// An AuthHello: answers it with a fresh nonce and an AuthHelloAck
+    /// sealed with the new session's keys; the session stays pending until
+    /// its client proves the key.
+    fn auth_handshake(&mut self, frame: &RawFrame, key: &Psk) -> Option<FrameBuf> {
+        for known in [self.session, self.pending].into_iter().flatten() {
+            if known.base == frame.seq && known.hello.crc == frame.crc {
+                self.stats.replays += 1;
+                return Some(known.hello.response);
+            }
+        }
+        if self.recent_hellos.contains((frame.seq, frame.crc)) {
+            self.stats.stale_dropped += 1;
+            return None;
+        }
+        let client_nonce = match Message::parse(frame) {
+            Ok(Message::AuthHello { version, nonce }) if version == PROTOCOL_VERSION => nonce,
+            Ok(Message::AuthHello { .. }) => {
+                return Some(self.nak(frame, NakReason::UnsupportedVersion))
+            }
+            _ => return Some(self.nak(frame, NakReason::BadPayload)),
+        };
+        // A pending handshake whose client never proved the key is simply
+        // forgotten.
+        self.pending = None;
+        let id = self.draw_session();
+        let nonce = self.nonces.next_nonce();
+        let keys = SessionKeys::derive(key, &client_nonce, &nonce);
+        let ack = Message::AuthHelloAck {
+            nonce,
+            version: PROTOCOL_VERSION,
+            capabilities: self.capabilities,
+        };
+        let hello = Handled {
+            k: 0,
+            crc: frame.crc,
+            response: keys.seal(Direction::ToClient, &ack, id, frame.seq, 0),
+        };
+        self.pending = Some(Session {
+            id,
+            base: frame.seq,
+            hello,
+            last: hello,
+            keys: Some(keys),
+        });
+        self.stats.auth_hellos_answered += 1;
+        Some(hello.response)
+    }
+
+    /// A request to a debuggee with a key: executed only if it is sealed
+    /// for the current or pending session at the position it names.
+    fn sealed_request(&mut self, frame: &RawFrame) -> Option<FrameBuf> {
+        let is = |s: &Option<Session>| s.filter(|s| s.id == frame.session && s.keys.is_some());
+        let (session, which) = if let Some(s) = is(&self.session) {
+            (s, Which::Current)
+        } else if let Some(s) = is(&self.pending) {
+            (s, Which::Pending)
+        } else if let Some(s) = is(&self.replaced) {
+            (s, Which::Replaced)
+        } else {
+            self.stats.unauthenticated_dropped += 1;
+            return None;
+        };
+        let keys = session.keys.expect("filtered on keys");
+        let k = frame.seq.wrapping_sub(session.base);
+        let Some(opened) = keys.open(Direction::ToDebuggee, frame, k) else {
+            self.stats.unauthenticated_dropped += 1;
+            return None;
+        };
+        let last = session.last;
+        if k == last.k && frame.crc == last.crc {
+            self.stats.replays += 1;
+            return Some(last.response);
+        }
+        if k <= last.k {
+            self.stats.stale_dropped += 1;
+            return None;
+        }
+        match which {
+            Which::Replaced => {
+                // Positions after its last request were never answered in
+                // that session, so this nonce seals nothing else.
+                self.stats.naks += 1;
+                let nak = Message::Nak {
+                    reason: NakReason::SessionTakenOver,
+                };
+                return Some(keys.seal(Direction::ToClient, &nak, session.id, frame.seq, k));
+            }
+            Which::Pending => {
+                // The client has proven the key: its session takes over.
+                if let Some(previous) = self.session.take() {
+                    self.recent_sessions.push(previous.id);
+                    self.recent_hellos.push((previous.base, previous.hello.crc));
+                    self.replaced = Some(previous);
+                }
+                self.session = self.pending.take();
+                self.stats.handshakes += 1;
+            }
+            Which::Current => {}
+        }
+        let reply = self.execute(&opened);
+        let response = keys.seal(Direction::ToClient, &reply, session.id, frame.seq, k);
+        if let Some(current) = self.session.as_mut() {
+            current.last = Handled {
+                k,
+                crc: frame.crc,
+                response,
+            };
+        }
+        Some(response)
     }
 
     /// A random session number that is neither 0, nor current, nor issued
@@ -386,6 +554,14 @@ impl<P: Processors> Stub<P> {
         self.stats.naks += 1;
         Message::Nak { reason }.to_frame(frame.session, frame.seq)
     }
+}
+
+/// Which of the debuggee's authenticated sessions a frame names.
+#[derive(Clone, Copy)]
+enum Which {
+    Current,
+    Pending,
+    Replaced,
 }
 
 /// The wire status and value of a request's outcome.

@@ -301,17 +301,34 @@ pub fn spawn_pty(target: SharedTarget) -> io::Result<(String, Arc<AtomicBool>)> 
     Ok((path, stop))
 }
 
-/// A new shared simulated debuggee, its session numbers seeded from the
-/// OS's random numbers.
+/// A new shared simulated debuggee, its session numbers and handshake
+/// nonces seeded from the OS's random numbers.
 pub fn new_target(cpu: hv_stub::CpuCaps) -> SharedTarget {
     let mut target = SimTarget::new(cpu, 0);
-    let entropy = getrandom::u64().unwrap_or_else(|_| {
-        // No OS randomness: the clock and the process still differ per run.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        now ^ u64::from(std::process::id()) << 32
-    });
-    target.stub_mut().add_entropy(entropy);
+    // 256 bits for the handshake nonces (docs/SECURITY.md).
+    for _ in 0..4 {
+        let entropy = getrandom::u64().unwrap_or_else(|_| {
+            // No OS randomness: the clock and the process still differ per run.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            now ^ u64::from(std::process::id()) << 32
+        });
+        target.stub_mut().add_entropy(entropy);
+    }
     Arc::new(Mutex::new(target))
+}
+
+/// The same with a pre-shared key: it opens authenticated sessions only.
+pub fn new_keyed_target(cpu: hv_stub::CpuCaps, key: pulse_proto::Psk) -> SharedTarget {
+    let target = new_target(cpu);
+    target.lock().stub_mut().set_key(key);
+    target
+}
+
+/// Reads a key file (64 hex digits and an optional newline); the error
+/// names the file.
+pub fn read_key_file(path: &str) -> Result<pulse_proto::Psk, String> {
+    let text = std::fs::read(path).map_err(|e| format!("key file {path}: cannot be read: {e}"))?;
+    pulse_proto::Psk::from_text(&text).map_err(|e| format!("key file {path}: {e}"))
 }

@@ -1,8 +1,12 @@
 //! `hv-stub-sim`: the hv-stub core on the software VMX model, served over
 //! TCP or a pseudo-terminal.
 //!
-//!     hv-stub-sim --listen 127.0.0.1:5555 [--cpu PROFILE]
-//!     hv-stub-sim --pty [--cpu PROFILE]
+//!     hv-stub-sim --listen 127.0.0.1:5555 [--cpu PROFILE] [--key-file PATH]
+//!     hv-stub-sim --pty [--cpu PROFILE] [--key-file PATH]
+//!
+//! With `--key-file` (64 hex digits, optionally a newline) it answers only
+//! clients that prove the key (docs/SECURITY.md); a key file it cannot use
+//! stops it before it listens.
 //!
 //! Prints one line saying where it is reachable (`listening tcp:ADDR` or
 //! `listening serial:PATH`), then serves until killed.
@@ -22,7 +26,7 @@ enum Mode {
 fn usage_text() -> String {
     let profiles: Vec<&str> = CpuCaps::PROFILES.iter().map(|c| c.name).collect();
     format!(
-        "usage: hv-stub-sim (--listen HOST:PORT | --pty) [--cpu PROFILE]\nprofiles: {}",
+        "usage: hv-stub-sim (--listen HOST:PORT | --pty) [--cpu PROFILE] [--key-file PATH]\nprofiles: {}",
         profiles.join(", ")
     )
 }
@@ -36,6 +40,7 @@ fn usage(problem: &str) -> ExitCode {
 fn main() -> ExitCode {
     let mut mode = None;
     let mut cpu = CpuCaps::MODERN;
+    let mut key_file = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -48,6 +53,10 @@ fn main() -> ExitCode {
                 Some(caps) => cpu = caps,
                 None => return usage("--cpu needs a known profile"),
             },
+            "--key-file" => match args.next() {
+                Some(path) => key_file = Some(path),
+                None => return usage("--key-file needs PATH"),
+            },
             "-h" | "--help" => {
                 println!("{}", usage_text());
                 return ExitCode::SUCCESS;
@@ -58,7 +67,16 @@ fn main() -> ExitCode {
     let Some(mode) = mode else {
         return usage("choose --listen or --pty");
     };
-    let target = hv_stub_sim::new_target(cpu);
+    let target = match key_file {
+        None => hv_stub_sim::new_target(cpu),
+        Some(path) => match hv_stub_sim::read_key_file(&path) {
+            Ok(key) => hv_stub_sim::new_keyed_target(cpu, key),
+            Err(problem) => {
+                eprintln!("hv-stub-sim: {problem}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let result = match mode {
         Mode::Tcp(addr) => match std::net::TcpListener::bind(&addr) {
