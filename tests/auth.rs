@@ -346,3 +346,119 @@ fn nobody_without_the_key_takes_the_debuggee_from_an_authenticated_client() {
     );
     assert_eq!(second.read_msr(IA32_LSTAR), Ok(kernel_address(3)));
 }
+
+fn pulse_cli(args: &[&str], key_env: Option<&std::path::Path>) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pulse"));
+    command
+        .args(args)
+        .env_remove("PULSE_TRANSPORT")
+        .env_remove("PULSE_KEY_FILE")
+        .stdin(Stdio::null());
+    if let Some(path) = key_env {
+        command.env("PULSE_KEY_FILE", path);
+    }
+    command.output().expect("run pulse")
+}
+
+#[test]
+fn the_cli_makes_keys_and_authenticates_with_them() {
+    let dir = std::env::temp_dir().join(format!("pulse-auth-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("link.key");
+    let out = pulse_cli(&["keygen", path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = std::fs::read(&path).unwrap();
+    assert_eq!(text.len(), 65);
+    let key = Psk::from_text(&text).expect("a key file");
+    assert_ne!(
+        key,
+        Psk::from_text(&pulse_cli_key(&dir)).unwrap(),
+        "keys repeat"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "a key file readable by others: {mode:o}");
+    }
+    // An existing file is never overwritten.
+    let out = pulse_cli(&["keygen", path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), text);
+
+    let target = hv_stub_sim::new_keyed_target(pulse::hv_stub::CpuCaps::MODERN, key);
+    let server = hv_stub_sim::TcpServer::spawn(target.clone(), "127.0.0.1:0").unwrap();
+    let transport = format!("tcp:{}", server.addr());
+    let write = [
+        "-t",
+        &transport,
+        "wrmsr",
+        "IA32_LSTAR",
+        "0xfffff80000001000",
+    ];
+    let with_flag: Vec<&str> = ["--key-file", path.to_str().unwrap()]
+        .into_iter()
+        .chain(write)
+        .collect();
+    let out = pulse_cli(&with_flag, None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = pulse_cli(&write, Some(&path));
+    assert_eq!(out.status.code(), Some(0), "PULSE_KEY_FILE: {out:?}");
+    // Without the key: ACCESS_DENIED, whose exit status --help documents.
+    let out = pulse_cli(
+        &["--timeout", "300", "-t", &transport, "rdmsr", "IA32_LSTAR"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PULSE_STATUS_ACCESS_DENIED"));
+    assert_eq!(target.lock().stub().stats().writes_executed, 2);
+
+    // A bad key file: exit 2 naming the file, and nothing is opened.
+    let listener = SilentServer::start();
+    let silent = listener.transport();
+    let bad = key_file("cli-bad.key", b"abc\n");
+    for out in [
+        pulse_cli(
+            &[
+                "--key-file",
+                bad.to_str().unwrap(),
+                "-t",
+                &silent,
+                "rdmsr",
+                "0x10",
+            ],
+            None,
+        ),
+        pulse_cli(&["-t", &silent, "rdmsr", "0x10"], Some(&bad)),
+        pulse_cli(
+            &[
+                "--key-file",
+                "/nonexistent/k",
+                "-t",
+                &silent,
+                "rdmsr",
+                "0x10",
+            ],
+            None,
+        ),
+    ] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("cli-bad.key") || stderr.contains("/nonexistent/k"),
+            "{stderr}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(listener.connections(), 0, "a bad key file opened a link");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Another fresh key from `pulse keygen`.
+fn pulse_cli_key(dir: &std::path::Path) -> Vec<u8> {
+    let path = dir.join("second.key");
+    let out = pulse_cli(&["keygen", path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    std::fs::read(path).unwrap()
+}

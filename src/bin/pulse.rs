@@ -4,6 +4,7 @@
 //!     pulse [OPTIONS] rdmsr MSR...
 //!     pulse [OPTIONS] msrs
 //!     pulse [OPTIONS] shell [FILE]      many commands over one connection
+//!     pulse keygen FILE                 a new random key for an authenticated link
 //!
 //! Arguments are parsed with std only. Every failure is one line on stderr
 //! (or one JSON object with `--json`) and a documented exit status; no
@@ -102,6 +103,8 @@ fn help_text() -> String {
         "  pulse [OPTIONS] shell [FILE]      run commands (one per line: wrmsr, rdmsr,\n",
         "                                    msrs, with their options) from FILE or\n",
         "                                    stdin over one connection\n",
+        "  pulse keygen FILE                 write a new random key file for an\n",
+        "                                    authenticated link (docs/SECURITY.md)\n",
         "  pulse --help | --version\n",
         "\n",
         "MSR    a number: 0xC0000082, bare hex with a letter as WinDbg and HyperDbg\n",
@@ -115,6 +118,9 @@ fn help_text() -> String {
         "                        serial:DEVICE[?baud=N]; default from $PULSE_TRANSPORT\n",
         "      --timeout MS      wait for each attempt's answer (default 1000)\n",
         "      --attempts N      sends per request before TIMEOUT (default 3)\n",
+        "      --key-file PATH   authenticate the link with this key (64 hex digits);\n",
+        "                        default from $PULSE_KEY_FILE; without one the link\n",
+        "                        is unauthenticated\n",
         "      --read-back       after wrmsr, read the MSR back as the guest sees it\n",
         "  -f, --field HI:LO     rdmsr: only bits HI..LO, shifted down; wrmsr: write\n",
         "                        VALUE into those bits only (read-modify-write)\n",
@@ -246,6 +252,7 @@ enum Command {
     List { all_names: bool },
     Cpus,
     Shell { file: Option<String> },
+    Keygen { file: String },
     Help,
     Version,
 }
@@ -256,6 +263,9 @@ enum Command {
 #[derive(Clone, Debug)]
 struct Options {
     transport: String,
+    /// `--key-file` (or `$PULSE_KEY_FILE`), and the key read from it.
+    key_file: Option<String>,
+    key: Option<pulse::pulse_proto::Psk>,
     timeout_ms: Option<u32>,
     attempts: Option<u32>,
     json: bool,
@@ -271,6 +281,8 @@ impl Options {
     fn new(transport: String) -> Options {
         Options {
             transport,
+            key_file: None,
+            key: None,
             timeout_ms: None,
             attempts: None,
             json: false,
@@ -433,7 +445,10 @@ fn parse_with(
                     .ok_or_else(|| usage!("{flag} needs a value")),
             }
         };
-        let connection = matches!(flag, "-t" | "--transport" | "--timeout" | "--attempts");
+        let connection = matches!(
+            flag,
+            "-t" | "--transport" | "--timeout" | "--attempts" | "--key-file"
+        );
         if connection && source == Source::ShellLine {
             return Err(usage!(
                 "{flag} goes on the `pulse` command line, not on a shell line"
@@ -441,6 +456,7 @@ fn parse_with(
         }
         match flag {
             "-t" | "--transport" => options.transport = value(flag)?,
+            "--key-file" => options.key_file = Some(value(flag)?),
             "--timeout" => options.timeout_ms = Some(parse_u32_option(&value(flag)?, flag)?),
             "--attempts" => options.attempts = Some(parse_u32_option(&value(flag)?, flag)?),
             "-f" | "--field" => options.field = Some(parse_field(&value(flag)?)?),
@@ -491,6 +507,9 @@ fn parse_with(
         ["shell"] if source == Source::CommandLine => Command::Shell { file: None },
         ["shell", file] if source == Source::CommandLine => Command::Shell {
             file: Some((*file).to_owned()),
+        },
+        ["keygen", file] if source == Source::CommandLine => Command::Keygen {
+            file: (*file).to_owned(),
         },
         ["shell", ..] if source == Source::ShellLine => {
             return Err(usage!("`shell` cannot be nested"));
@@ -817,6 +836,7 @@ fn open_engine(options: &Options, printer: &mut Printer) -> Option<Engine> {
     if let Some(attempts) = options.attempts {
         config.max_attempts = attempts;
     }
+    config.key = options.key;
     match Engine::open(&config) {
         Ok(engine) => Some(engine),
         Err(status) => {
@@ -978,7 +998,7 @@ fn execute_on(
         }
         Command::List { .. } => probe_msrs(engine, printer),
         Command::Cpus => list_cpus(engine, printer),
-        Command::Shell { .. } | Command::Help | Command::Version => {}
+        Command::Shell { .. } | Command::Keygen { .. } | Command::Help | Command::Version => {}
     }
 }
 
@@ -1171,7 +1191,7 @@ fn run(args: &[String]) -> u8 {
     let env_transport = std::env::var("PULSE_TRANSPORT")
         .ok()
         .filter(|t| !t.is_empty());
-    let (options, command) = match parse_args(args, env_transport) {
+    let (mut options, command) = match parse_args(args, env_transport) {
         Ok(parsed) => parsed,
         Err(Usage(message)) => {
             // The line could not be parsed, so look for --json by hand.
@@ -1180,7 +1200,27 @@ fn run(args: &[String]) -> u8 {
             return EXIT_USAGE;
         }
     };
+    if let Command::Keygen { ref file } = command {
+        return keygen(file, options.json);
+    }
+    if options.key_file.is_none() {
+        options.key_file = std::env::var("PULSE_KEY_FILE")
+            .ok()
+            .filter(|p| !p.is_empty());
+    }
+    if let Some(path) = &options.key_file {
+        // A key file that gives no key stops the run: never a silent
+        // fallback to an unauthenticated link.
+        match pulse::config::read_key_file(std::path::Path::new(path)) {
+            Ok(key) => options.key = Some(key),
+            Err(problem) => {
+                print_usage_error(options.json, &problem.to_string(), None);
+                return EXIT_USAGE;
+            }
+        }
+    }
     match command {
+        Command::Keygen { ref file } => keygen(file, options.json),
         Command::Help => {
             let _ = io::stdout().lock().write_all(help_text().as_bytes());
             0
@@ -1201,6 +1241,38 @@ fn run(args: &[String]) -> u8 {
                 execute(&engine, &options, &command, &mut printer);
             }
             printer.exit()
+        }
+    }
+}
+
+/// `pulse keygen FILE`: a new random key, written to a file that must not
+/// exist yet (readable by its owner only).
+fn keygen(file: &str, json: bool) -> u8 {
+    let Some(key) = pulse::config::generate_key() else {
+        print_usage_error(json, "the OS gave no random numbers for a key", None);
+        return EXIT_INTERNAL;
+    };
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    let written = open
+        .open(file)
+        .and_then(|mut f| f.write_all(&key.to_text()).and_then(|()| f.sync_all()));
+    match written {
+        Ok(()) => {
+            if !json {
+                println!("pulse: wrote a new key to {file}");
+            }
+            0
+        }
+        Err(e) => {
+            print_usage_error(
+                json,
+                &format!("key file {file}: cannot be written: {e}"),
+                None,
+            );
+            EXIT_USAGE
         }
     }
 }
