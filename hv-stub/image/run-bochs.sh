@@ -1,10 +1,12 @@
 #!/bin/bash
 # Boots hv-stub under Bochs, headless, with a deadline.
 #   run-bochs.sh [-t SECONDS] [-i IPS] [-c CPUS] [-m MODEL] [-M MEGS]
-#                [-k KERNEL -r INITRD [-a CMDLINE]] [COM1]
+#                [-k KERNEL -r INITRD [-a CMDLINE]] [-K KEYFILE] [COM1]
 # Without -k the guest is hv-stub's observer loop; with -k hv-stub boots
 # this Linux bzImage with this initrd as its guest (build-disk.sh), the
 # kernel command line being "console=ttyS1,115200" followed by CMDLINE.
+# -K KEYFILE: boot a copy of the image holding this key (set-key.sh): hv-stub
+# then answers only clients that prove it (docs/SECURITY.md).
 # COM1: none (default) | server:PORT (Bochs listens; libpulse "tcp:127.0.0.1:PORT")
 #       | client:PORT (Bochs connects to a listener) | term:/dev/pts/N (a raw pty)
 # COM1 is hv-stub's debugger link and hidden from the guest.
@@ -29,7 +31,8 @@ megs=
 kernel=
 initrd=
 append=
-while getopts "t:i:c:m:M:k:r:a:" opt; do
+keyfile=
+while getopts "t:i:c:m:M:k:r:a:K:" opt; do
     case $opt in
         t) timeout=$OPTARG ;;
         i) ips=$OPTARG ;;
@@ -39,6 +42,7 @@ while getopts "t:i:c:m:M:k:r:a:" opt; do
         k) kernel=$OPTARG ;;
         r) initrd=$OPTARG ;;
         a) append=$OPTARG ;;
+        K) keyfile=$OPTARG ;;
         *) exit 2 ;;
     esac
 done
@@ -67,6 +71,11 @@ command -v bochs-bin >/dev/null || { echo "bochs-bin not found (apt-get install 
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+if [ -n "$keyfile" ]; then
+    cp "$img" "$work/keyed.img" || exit 2
+    "$here/set-key.sh" "$work/keyed.img" "$keyfile" || exit 2
+    img=$work/keyed.img
+fi
 case $com1 in
     none) com1_line="com1: enabled=0" ;;
     server:*) com1_line="com1: enabled=1, mode=socket-server, dev=localhost:${com1#server:}" ;;

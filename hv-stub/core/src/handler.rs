@@ -138,6 +138,8 @@ pub struct Stub<P> {
     key: Option<Psk>,
     /// The debuggee's handshake nonces.
     nonces: NonceSource,
+    /// Sampled into the nonce pool before each authenticated handshake.
+    entropy_source: Option<fn() -> u64>,
     /// An authenticated handshake answered whose client has not proven the
     /// key yet.
     pending: Option<Session>,
@@ -164,6 +166,7 @@ impl<P: Processors> Stub<P> {
             stats: HandlerStats::default(),
             key: None,
             nonces: NonceSource::new(),
+            entropy_source: None,
             pending: None,
             replaced: None,
         };
@@ -185,6 +188,14 @@ impl<P: Processors> Stub<P> {
         self.session = None;
         self.pending = None;
         self.replaced = None;
+    }
+
+    /// A source of entropy (e.g. RDRAND, or the TSC whose value when a
+    /// handshake arrives depends on the outside world) sampled into the
+    /// nonce pool before each authenticated handshake, so that a debuggee
+    /// whose boot is deterministic still draws nonces it never drew before.
+    pub fn set_entropy_source(&mut self, source: fn() -> u64) {
+        self.entropy_source = Some(source);
     }
 
     /// Whether the debuggee holds a key.
@@ -433,6 +444,9 @@ impl<P: Processors> Stub<P> {
         // forgotten.
         self.pending = None;
         let id = self.draw_session();
+        if let Some(sample) = self.entropy_source {
+            self.nonces.stir(&sample().to_le_bytes());
+        }
         let nonce = self.nonces.next_nonce();
         let keys = SessionKeys::derive(key, &client_nonce, &nonce);
         let ack = Message::AuthHelloAck {

@@ -21,7 +21,7 @@ use crate::guest_state::{self, Initial};
 use crate::link::Link;
 use crate::uart::Uart;
 use crate::vmcs::*;
-use crate::{cpu, ept, firmware, guest, linux, memmap, say, vmx};
+use crate::{cpu, entropy, ept, firmware, guest, key, linux, memmap, say, vmx};
 
 const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48B;
 const IA32_VMX_EPT_VPID_CAP: u32 = 0x48C;
@@ -493,23 +493,29 @@ pub fn start() -> ! {
         feature_control_shadow,
         kind == GuestKind::Linux,
     );
-    let seed = cpu::rdtsc() as u8;
     let guest_caps = match kind {
         GuestKind::Observer => caps::REAL_VMX | caps::GUEST_OBSERVER,
         GuestKind::Linux => caps::REAL_VMX,
     };
+    let mut stub = Stub::new(
+        GuestCpu {
+            vmx: backend,
+            state: CpuState::Running,
+        },
+        guest_caps,
+        entropy::sample(),
+    );
+    // Session numbers and handshake nonces (docs/SECURITY.md).
+    for _ in 0..4 {
+        stub.add_entropy(entropy::sample());
+    }
+    stub.set_entropy_source(entropy::sample);
+    if let Some(key) = key::configured() {
+        stub.set_key(key);
+        say!("HV link: authenticated (a key is set)");
+    }
     let host = Host {
-        link: Link::new(
-            Stub::new(
-                GuestCpu {
-                    vmx: backend,
-                    state: CpuState::Running,
-                },
-                guest_caps,
-                seed,
-            ),
-            uart,
-        ),
+        link: Link::new(stub, uart),
         kind,
         ready: kind == GuestKind::Linux,
         exits: 0,

@@ -22,12 +22,14 @@ pub mod caps;
 pub mod console;
 pub mod cpu;
 pub mod desc;
+pub mod entropy;
 pub mod ept;
 pub mod exits;
 pub mod firmware;
 pub mod guest;
 pub mod guest_state;
 pub mod hv;
+pub mod key;
 pub mod link;
 pub mod linux;
 pub mod memmap;
@@ -49,8 +51,8 @@ pub extern "C" fn hv_main() -> ! {
 
 /// The `echo` build: COM1 answers with no VMX and no protocol, the floor a
 /// polled UART sets in the same Bochs configuration. A message's first byte
-/// is its length and its second the answer's length (a write's exchange is
-/// 20 bytes in, 9 out; a read's 12 in, 17 out); the answer follows the
+/// is its length and its second the answer's length (for a write's floor,
+/// the lengths of a WriteMsr and a WriteAck frame); the answer follows the
 /// message's last byte.
 fn echo() -> ! {
     let mut uart = uart::Uart::com1();
