@@ -18,6 +18,11 @@ case "${1:-}" in
 esac
 out="$CARGO_TARGET_DIR/$name"
 mkdir -p "$out"
+# One build at a time (tests and scripts run this concurrently): the
+# intermediate files below are shared, and interleaved runs produced an
+# image without its boot signature.
+exec 9>"$top/.build.lock"
+flock 9
 
 # shellcheck disable=SC2086
 cargo build --release --quiet --target x86_64-unknown-linux-gnu $features

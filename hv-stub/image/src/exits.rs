@@ -309,6 +309,9 @@ impl Host {
         match leaf {
             1 => {
                 c.ecx &= !(1 << 5); // VMX
+                                    // MONITOR/MWAIT: a guest then idles with HLT, which hv-stub
+                                    // sees (guest activity state) and polls less often.
+                c.ecx &= !(1 << 3);
                 c.ecx = mirror(c.ecx, 27, guest_cr4 & CR4_OSXSAVE != 0);
             }
             7 if subleaf == 0 => {

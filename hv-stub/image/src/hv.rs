@@ -18,7 +18,7 @@ use crate::caps::*;
 use crate::desc::{self, CODE64, DATA, HOST_TR};
 use crate::exits::{FixedCrs, GuestRegs, Next, CR4_OSXSAVE, CR4_VMXE, VMX_MSRS};
 use crate::guest_state::{self, Initial};
-use crate::link::Link;
+use crate::link::{Link, PollPeriod};
 use crate::uart::Uart;
 use crate::vmcs::*;
 use crate::{cpu, entropy, ept, firmware, guest, key, linux, memmap, say, vmx};
@@ -28,11 +28,13 @@ const IA32_VMX_EPT_VPID_CAP: u32 = 0x48C;
 /// IA32_VMX_EPT_VPID_CAP: 4-level walk, write-back structures, 2 MiB pages.
 const EPT_CAPS_NEEDED: u64 = (1 << 6) | (1 << 14) | (1 << 16);
 
-/// TSC ticks between VMX-preemption-timer exits, i.e. how often COM1 is
-/// polled. Observer: 2000 (Bochs: TSC = instructions; fast link replies).
-/// Linux: the poll must come before the 16-byte receive FIFO can overflow
-/// (16 bytes at 115200 baud = 1.4 ms) at Bochs's `ips=50000000` (50 000
-/// ticks = 1 ms), and measured to slow the guest little (docs/HV-STUB.md).
+/// TSC ticks between VMX-preemption-timer exits while the guest runs, i.e.
+/// how often COM1 is polled (`link::PollPeriod` backs off while the guest
+/// is halted). Observer: 2000 (Bochs: TSC = instructions; fast link
+/// replies). Linux: the poll must come before the 16-byte receive FIFO can
+/// overflow (16 bytes at 115200 baud = 1.4 ms) at Bochs's `ips=50000000`
+/// (50 000 ticks = 1 ms), and measured to slow the guest little
+/// (docs/HV-STUB.md).
 const OBSERVER_POLL_TICKS: u64 = 2000;
 const LINUX_POLL_TICKS: u64 = 50_000;
 const LOAD_AREA_SLOTS: usize = 8;
@@ -44,6 +46,8 @@ const LINUX_CR0: u64 = 0x8000_0023;
 const LINUX_CR4: u64 = 1 << 5;
 const LINUX_EFER: u64 = 0x500;
 const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
+/// Guest activity state "HLT" (VMCS guest activity state field).
+const ACTIVITY_HLT: u64 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GuestKind {
@@ -112,6 +116,11 @@ pub struct Host {
     pub guest_has: GuestHas,
     pub com1_noted: bool,
     pub com1_write_reported: bool,
+    pub poll: PollPeriod,
+    /// IA32_VMX_MISC[4:0]: the timer counts TSC >> this.
+    pub timer_rate: u32,
+    /// The value last written to the VMX-preemption-timer field.
+    pub timer_value: u64,
 }
 
 static mut HOST: Option<Host> = None;
@@ -302,7 +311,8 @@ pub fn start() -> ! {
         GuestKind::Observer => OBSERVER_POLL_TICKS,
         GuestKind::Linux => LINUX_POLL_TICKS,
     };
-    w(f::PREEMPTION_TIMER, (poll_ticks >> rate).max(1));
+    let timer_value = (poll_ticks >> rate).max(1);
+    w(f::PREEMPTION_TIMER, timer_value);
 
     // MSR bitmaps: nothing exits except IA32_FEATURE_CONTROL (the guest sees
     // the shadow) and, for a Linux guest, the VMX capability MSRs (absent on
@@ -523,6 +533,9 @@ pub fn start() -> ! {
         guest_has,
         com1_noted: false,
         com1_write_reported: false,
+        poll: PollPeriod::new(poll_ticks),
+        timer_rate: rate as u32,
+        timer_value,
     };
     // SAFETY: written once, before VMLAUNCH; nothing else refers to HOST
     // until the first VM exit.
@@ -542,8 +555,14 @@ extern "C" fn hv_vmexit(regs: &mut GuestRegs) {
     let host = host();
     match host.on_exit(regs) {
         Next::Resume => {
-            if host.ready {
-                host.link.serve();
+            if host.ready && host.link.has_uart() {
+                let busy = host.link.serve();
+                let halted = r(f::GUEST_ACTIVITY) == ACTIVITY_HLT;
+                let value = (host.poll.next(busy, halted) >> host.timer_rate).max(1);
+                if value != host.timer_value {
+                    host.timer_value = value;
+                    w(f::PREEMPTION_TIMER, value);
+                }
             }
         }
         Next::Stop => {

@@ -1,6 +1,7 @@
 //! The debugger link: COM1 polled from VM exits and fed to the shared
-//! `hv_stub::Stub`. Without a UART at COM1 there is no link and the guest
-//! runs undisturbed.
+//! `hv_stub::Stub`, and how often the VMX-preemption timer makes an exit
+//! for it. Without a UART at COM1 there is no link and the guest runs
+//! undisturbed.
 
 use hv_stub::Stub;
 
@@ -12,6 +13,41 @@ use crate::uart::Uart;
 /// Polls of an idle UART before a partly received frame is left for the
 /// next exit.
 const IDLE_POLLS: u32 = 20_000;
+
+/// How far the poll period backs off while the guest is halted and the
+/// line is quiet: 64 x the base period.
+const MAX_BACKOFF_SHIFT: u32 = 6;
+
+/// The VMX-preemption-timer period. A halted guest with a quiet line is
+/// polled less and less often (doubling up to 64 x the base), because each
+/// poll interrupts the idle processor for nothing (under Bochs a Linux
+/// guest's idle second is billions of TSC ticks: at the base period its
+/// `sleep 1` took 4 x longer than bare); any received byte, or a guest that
+/// runs, brings the base period back.
+pub struct PollPeriod {
+    base_ticks: u64,
+    shift: u32,
+}
+
+impl PollPeriod {
+    pub fn new(base_ticks: u64) -> PollPeriod {
+        PollPeriod {
+            base_ticks,
+            shift: 0,
+        }
+    }
+
+    /// The period for the next VM entry, after an exit where the line was
+    /// `busy` (bytes received) or not, and the guest `halted` or not.
+    pub fn next(&mut self, busy: bool, halted: bool) -> u64 {
+        self.shift = if busy || !halted {
+            0
+        } else {
+            (self.shift + 1).min(MAX_BACKOFF_SHIFT)
+        };
+        self.base_ticks << self.shift
+    }
+}
 
 pub struct Link {
     pub stub: Stub<GuestCpu>,
@@ -29,10 +65,11 @@ impl Link {
 
     /// Drains COM1 into the request handler. Once a byte arrives, keeps
     /// polling until the response is out and the line is quiet (the client
-    /// is stop-and-wait), or until the line stays idle.
-    pub fn serve(&mut self) {
+    /// is stop-and-wait), or until the line stays idle. Returns whether any
+    /// byte arrived.
+    pub fn serve(&mut self) -> bool {
         let Some(uart) = self.uart.as_mut() else {
-            return;
+            return false;
         };
         let mut active = false;
         let mut replied = false;
@@ -48,11 +85,11 @@ impl Link {
                 continue;
             }
             if !active || replied {
-                return;
+                return active;
             }
             idle += 1;
             if idle > IDLE_POLLS {
-                return;
+                return true;
             }
         }
     }
@@ -63,7 +100,7 @@ impl Link {
         self.stub.backend_mut().state = CpuState::Stopped;
         loop {
             if self.uart.is_some() {
-                self.serve();
+                let _ = self.serve();
             } else {
                 crate::cpu::halt();
             }
