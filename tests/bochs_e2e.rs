@@ -15,6 +15,10 @@ use bochs::{free_port, open_engine, Bochs, Com1, Pty, Relay};
 use pulse::{Engine, Status};
 
 const OBS_TIMEOUT: Duration = Duration::from_secs(10);
+/// The observer's heartbeat comes every 2^17 sweeps of its MSRs: tens of
+/// millions of emulated instructions, which a loaded 2-core machine running
+/// several Bochs at once can take well over 10 s to deliver.
+const ALIVE_TIMEOUT: Duration = Duration::from_secs(90);
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
 
 // The architectural indices, under the short names this file uses.
@@ -171,7 +175,7 @@ fn guest_sees_every_write_over_tcp() {
         0xFFFF_FFFF_8200_0000,
     );
     let from = vm.cursor();
-    vm.wait_from(from, OBS_TIMEOUT, |l| l.contains("ALIVE"))
+    vm.wait_from(from, ALIVE_TIMEOUT, |l| l.contains("ALIVE"))
         .unwrap_or_else(|e| panic!("guest stopped: {e}"));
 }
 
