@@ -4,11 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use pulse_proto::auth::Direction;
 use pulse_proto::frame::{CRC16, HEADER_LEN, SOF, TRAILER_LEN};
 use pulse_proto::message::{caps, kind};
 use pulse_proto::{
-    encode_frame, Decoder, DecoderStats, Message, NakReason, ParseError, RawFrame, WireStatus,
-    MAX_FRAME, MAX_PAYLOAD,
+    encode_frame, Decoder, DecoderStats, Message, NakReason, ParseError, Psk, RawFrame,
+    SessionKeys, WireStatus, MAX_FRAME, MAX_PAYLOAD,
 };
 
 const DOC: &str = include_str!("../../docs/PROTOCOL.md");
@@ -715,4 +716,161 @@ fn size_of_gdb_and_kd_round_trips() {
     assert_eq!(lead(1), 32);
     assert!(summary[2][0].contains("KD"));
     assert_eq!(lead(2), 178);
+}
+
+// ---------------------------------------------------------------------------
+// Section 9: the authenticated link
+// ---------------------------------------------------------------------------
+
+/// The `auth-inputs` table: name -> hex.
+fn auth_inputs() -> BTreeMap<String, Vec<u8>> {
+    table("auth-inputs", 3)
+        .into_iter()
+        .filter(|row| unquote(&row[0]) != "info")
+        .map(|row| (unquote(&row[0]).to_owned(), hex_bytes(&row[1])))
+        .collect()
+}
+
+fn documented_keys() -> (Psk, [u8; 16], [u8; 16], SessionKeys) {
+    let inputs = auth_inputs();
+    let key = Psk::new(inputs["key"].clone().try_into().unwrap());
+    let client = nonce16(&hex_string(&inputs["client_nonce"]));
+    let debuggee = nonce16(&hex_string(&inputs["debuggee_nonce"]));
+    (
+        key,
+        client,
+        debuggee,
+        SessionKeys::derive(&key, &client, &debuggee),
+    )
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn the_documented_session_keys_are_hkdf_sha256_of_the_inputs() {
+    // Computed here straight from the hkdf crate, as the document says,
+    // not through pulse_proto.
+    let inputs = auth_inputs();
+    let mut salt = inputs["client_nonce"].clone();
+    salt.extend_from_slice(&inputs["debuggee_nonce"]);
+    let kdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(&salt), &inputs["key"]);
+    let mut okm = [0u8; 32];
+    let info = unquote(
+        &table("auth-inputs", 3)
+            .into_iter()
+            .find(|r| r[0] == "`info`")
+            .expect("an info row")[1],
+    )
+    .to_owned();
+    assert_eq!(info.as_bytes(), pulse_proto::auth::KDF_INFO);
+    kdf.expand(info.as_bytes(), &mut okm).unwrap();
+    assert_eq!(
+        &okm[..16],
+        &inputs["key_to_debuggee"][..],
+        "the code derives {}",
+        hex_string(&okm[..16])
+    );
+    assert_eq!(
+        &okm[16..],
+        &inputs["key_to_client"][..],
+        "the code derives {}",
+        hex_string(&okm[16..])
+    );
+}
+
+#[test]
+fn sealed_vectors_match_the_code_and_an_independent_ccm() {
+    use ccm::aead::generic_array::GenericArray;
+    use ccm::aead::{AeadInPlace, KeyInit};
+    type Ccm8 = ccm::Ccm<aes::Aes128, ccm::consts::U8, ccm::consts::U13>;
+    let inputs = auth_inputs();
+    let (_, _, _, keys) = documented_keys();
+    let rows = table("sealed-vectors", 7);
+    assert!(rows.len() >= 5);
+    for row in rows {
+        let name = unquote(&row[0]);
+        let direction = match row[1].as_str() {
+            "client → debuggee" => Direction::ToDebuggee,
+            "debuggee → client" => Direction::ToClient,
+            other => panic!("direction {other:?}"),
+        };
+        let session = u8::try_from(int(&row[2])).unwrap();
+        let seq = u16::try_from(int(&row[3])).unwrap();
+        let k = u16::try_from(int(&row[4])).unwrap();
+        let msg = message(&row[5]);
+        let bytes = hex_bytes(&row[6]);
+        let sealed = keys.seal(direction, &msg, session, seq, k);
+        assert_eq!(
+            sealed.as_bytes(),
+            &bytes[..],
+            "{name}: the code seals {msg:?} as {sealed:?}"
+        );
+        let opened = keys
+            .open(direction, &decode_one(&bytes), k)
+            .unwrap_or_else(|| panic!("{name} does not open"));
+        assert_eq!(Message::parse(&opened), Ok(msg), "{name}");
+        // The same bytes from the ccm crate directly, with the documented
+        // key, nonce and associated data.
+        let key = match direction {
+            Direction::ToDebuggee => &inputs["key_to_debuggee"],
+            Direction::ToClient => &inputs["key_to_client"],
+        };
+        let mut nonce = [0u8; 13];
+        nonce[0] = direction as u8;
+        nonce[1..3].copy_from_slice(&k.to_le_bytes());
+        let mut payload = [0u8; MAX_PAYLOAD];
+        let len = msg.encode_payload(&mut payload);
+        let clear = if msg.kind() == kind::AUTH_HELLO_ACK {
+            16
+        } else {
+            0
+        };
+        let mut aad = bytes[1..HEADER_LEN].to_vec();
+        aad.extend_from_slice(&payload[..clear]);
+        let tag = Ccm8::new(GenericArray::from_slice(key))
+            .encrypt_in_place_detached(
+                GenericArray::from_slice(&nonce),
+                &aad,
+                &mut payload[clear..len],
+            )
+            .unwrap();
+        let mut expect = payload[..len].to_vec();
+        expect.extend_from_slice(&tag);
+        assert_eq!(
+            &bytes[HEADER_LEN..bytes.len() - TRAILER_LEN],
+            &expect[..],
+            "{name}"
+        );
+        let end = bytes.len() - TRAILER_LEN;
+        let crc = u16::from_le_bytes([bytes[end], bytes[end + 1]]);
+        assert_eq!(crc, crc_as_documented(&bytes[1..end]), "{name}");
+    }
+}
+
+#[test]
+fn size_of_an_authenticated_write_round_trip() {
+    let (_, _, _, keys) = documented_keys();
+    let rows = table("size-pulse-auth", 2);
+    let write = Message::WriteMsr {
+        cpu: 0,
+        msr: 0x174,
+        value: 1,
+    };
+    let ack = Message::WriteAck {
+        status: WireStatus::Ok,
+    };
+    let request = keys
+        .seal(Direction::ToDebuggee, &write, 1, 1, 1)
+        .as_bytes()
+        .len() as u64;
+    let response = keys
+        .seal(Direction::ToClient, &ack, 1, 1, 1)
+        .as_bytes()
+        .len() as u64;
+    assert_eq!(count(&rows[0][1]), request);
+    assert_eq!(count(&rows[1][1]), response);
+    assert_eq!(count(&rows[2][1]), request + response);
+    assert!(request + response <= 48, "the issue's bound");
 }
