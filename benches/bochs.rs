@@ -7,8 +7,9 @@
 //! floor image (`hv-stub/image/build.sh echo`: no VMX, no protocol, a
 //! polled 16550 that answers each message with the number of bytes the
 //! message asks for) in the same Bochs setup. The floor exchanges the same
-//! bytes as the rows it is the floor of: 20 bytes out and 9 back for a
-//! write, 12 out and 17 back for a read (docs/PROTOCOL.md section 7). Its
+//! bytes as the rows it is the floor of: 21 bytes out and 9 back for a
+//! write, 13 out and 17 back for a read since protocol version 3
+//! (docs/PROTOCOL.md section 7; taken from the protocol crate). Its
 //! client acknowledges a partial answer at once, as libpulse's TCP
 //! transport does. The two images alternate, which one goes first swaps
 //! every round, and each row is reported as the spread across rounds
@@ -21,6 +22,8 @@ mod bochs;
 
 #[path = "common/spread.rs"]
 mod spread;
+#[path = "common/wire.rs"]
+mod wire;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -30,9 +33,6 @@ use pulse::hv_stub::msr::index::IA32_LSTAR;
 use spread::{ratios, Spread};
 
 const N: u32 = 1000;
-/// (bytes out, bytes back) of a write and of a read.
-const WRITE: (u8, u8) = (20, 9);
-const READ: (u8, u8) = (12, 17);
 
 struct HvRound {
     boot_ms: f64,
@@ -70,7 +70,7 @@ fn hv_round() -> HvRound {
 }
 
 /// Floor round trips per second for each (bytes out, bytes back).
-fn floor_round(exchanges: &[(u8, u8)]) -> Vec<f64> {
+fn floor_round(exchanges: &[(usize, usize)]) -> Vec<f64> {
     let port = free_port();
     let vm = Bochs::start_image(&bochs::echo_image(), Com1::TcpServer(port));
     vm.wait_from(0, bochs::BOOT_TIMEOUT, |l| l.contains("waiting for client"))
@@ -86,10 +86,10 @@ fn floor_round(exchanges: &[(u8, u8)]) -> Vec<f64> {
         .iter()
         .map(|&(out, back)| {
             // The floor image's format: length, answer length, filler.
-            let mut message = vec![0x5Au8; usize::from(out)];
-            message[0] = out;
-            message[1] = back;
-            let mut answer = vec![0u8; usize::from(back)];
+            let mut message = vec![0x5Au8; out];
+            message[0] = u8::try_from(out).expect("a frame is shorter than 256 bytes");
+            message[1] = u8::try_from(back).expect("a frame is shorter than 256 bytes");
+            let mut answer = vec![0u8; back];
             let t = Instant::now();
             for _ in 0..N {
                 stream.write_all(&message).unwrap();
@@ -112,14 +112,15 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(5);
+    let exchanges = [wire::write_exchange(), wire::read_exchange()];
     let (mut boot, mut writes, mut reads) = (Vec::new(), Vec::new(), Vec::new());
     let (mut floor_writes, mut floor_reads) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let (hv, floor) = if round % 2 == 0 {
             let hv = hv_round();
-            (hv, floor_round(&[WRITE, READ]))
+            (hv, floor_round(&exchanges))
         } else {
-            let floor = floor_round(&[WRITE, READ]);
+            let floor = floor_round(&exchanges);
             (hv_round(), floor)
         };
         boot.push(hv.boot_ms);
@@ -134,19 +135,28 @@ fn main() {
     );
     println!("boot to READY: {} ms", Spread::of(&boot).show(0));
     println!("{:<42} {:>22} {:>18}", "row", "per second", "vs its floor");
+    let [(write_out, write_back), (read_out, read_back)] = exchanges;
     for (name, rate, floor) in [
         (
-            "Engine::write_msr (20 B out, 9 B back)",
+            format!("Engine::write_msr ({write_out} B out, {write_back} B back)"),
             &writes,
             Some(&floor_writes),
         ),
         (
-            "Engine::read_msr (12 B out, 17 B back)",
+            format!("Engine::read_msr ({read_out} B out, {read_back} B back)"),
             &reads,
             Some(&floor_reads),
         ),
-        ("floor: UART, 20 B out, 9 B back", &floor_writes, None),
-        ("floor: UART, 12 B out, 17 B back", &floor_reads, None),
+        (
+            format!("floor: UART, {write_out} B out, {write_back} B back"),
+            &floor_writes,
+            None,
+        ),
+        (
+            format!("floor: UART, {read_out} B out, {read_back} B back"),
+            &floor_reads,
+            None,
+        ),
     ] {
         let ratio = floor.map_or("-".to_owned(), |f| Spread::of(&ratios(rate, f)).show(2));
         println!("{name:<42} {:>22} {:>18}", Spread::of(rate).show(0), ratio);

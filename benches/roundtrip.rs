@@ -2,13 +2,15 @@
 //!
 //!     cargo bench --bench roundtrip [-- SECONDS_PER_ROW [ROUNDS]]   # default 1 s, 5 rounds
 //!
-//! A floor is the same exchange as a `PsWriteMsr` — 20 bytes out, 9 bytes
-//! back (docs/PROTOCOL.md section 7) — with no protocol at all, over the
+//! A floor is the same exchange as a `PsWriteMsr` — 21 bytes out, 9 bytes
+//! back since protocol version 3 (docs/PROTOCOL.md section 7; the bench
+//! takes the counts from the protocol crate) — with no protocol, over the
 //! same kind of link between the same kind of endpoints: a TCP loopback or
 //! a pseudo-terminal, served by a thread of this process or by another
-//! process. The floor's server reads exactly 20 bytes and writes 9; its
-//! client is a plain blocking `TcpStream`, or the pty slave opened with the
-//! serialport crate as libpulse's `serial:` transport opens it.
+//! process. The floor's server reads exactly a request's bytes and writes
+//! an answer's; its client is a plain blocking `TcpStream`, or the pty slave
+//! opened with the serialport crate as libpulse's `serial:` transport opens
+//! it.
 //!
 //! All rows run in every round, each right after its floor, and the order
 //! of a floor and its row alternates between rounds, so machine noise hits
@@ -26,6 +28,8 @@ mod support;
 
 #[path = "common/spread.rs"]
 mod spread;
+#[path = "common/wire.rs"]
+mod wire;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -38,10 +42,6 @@ use pulse::{Engine, EngineConfig};
 use serialport::{SerialPort, TTYPort};
 use spread::{ratios, Spread};
 use support::SimProcess;
-
-/// A write request and its answer, as on the wire.
-const REQUEST: usize = 20;
-const ANSWER: usize = 9;
 
 fn engine(transport: &str) -> Engine {
     Engine::open(&EngineConfig::new(transport)).expect("engine")
@@ -66,8 +66,8 @@ fn value(i: u64) -> u64 {
 
 /// Serves the floor exchange on one stream until it closes.
 fn serve_floor(mut stream: impl Read + Write) {
-    let mut request = [0u8; REQUEST];
-    let answer = [0u8; ANSWER];
+    let (request, answer) = wire::write_exchange();
+    let (mut request, answer) = (vec![0u8; request], vec![0u8; answer]);
     while stream.read_exact(&mut request).is_ok() {
         if stream.write_all(&answer).is_err() || stream.flush().is_err() {
             return;
@@ -175,16 +175,15 @@ impl FloorClient {
         }
     }
 
-    fn exchange(&mut self) {
-        let mut answer = [0u8; ANSWER];
+    fn exchange(&mut self, request: &[u8], answer: &mut [u8]) {
         match self {
             FloorClient::Tcp(s) => {
-                s.write_all(&[0u8; REQUEST]).unwrap();
-                s.read_exact(&mut answer).unwrap();
+                s.write_all(request).unwrap();
+                s.read_exact(answer).unwrap();
             }
             FloorClient::Pty(p) => {
-                p.write_all(&[0u8; REQUEST]).unwrap();
-                p.read_exact(&mut answer).unwrap();
+                p.write_all(request).unwrap();
+                p.read_exact(answer).unwrap();
             }
         }
     }
@@ -212,7 +211,9 @@ fn write_row(name: &'static str, floor: usize, engine: Engine) -> Row {
 }
 
 fn floor_row(name: &'static str, mut client: FloorClient) -> Row {
-    row(name, None, move |_| client.exchange())
+    let (request, answer) = wire::write_exchange();
+    let (request, mut answer) = (vec![0u8; request], vec![0u8; answer]);
+    row(name, None, move |_| client.exchange(&request, &mut answer))
 }
 
 fn main() {
