@@ -283,3 +283,36 @@ fn sim_profile_matches_the_real_hypervisor() {
         mismatches.join("\n")
     );
 }
+
+#[test]
+fn a_half_frame_left_on_the_line_does_not_swallow_the_next_hello() {
+    use pulse::transport::{tcp::TcpTransport, Transport};
+    use std::time::Instant;
+
+    let port = free_port();
+    let vm = Bochs::start(Com1::TcpServer(port));
+    // Bochs boots once its one COM1 client is connected.
+    vm.wait_from(0, Duration::from_secs(60), |l| {
+        l.contains("waiting for client to connect")
+    })
+    .expect("Bochs listens on COM1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut link = loop {
+        match TcpTransport::connect("127.0.0.1", port, deadline) {
+            Ok(link) => break link,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(s) => panic!("connect: {s:?}"),
+        }
+    };
+    vm.wait_ready();
+    // A client stops after a start marker and a length of 32: the debuggee
+    // would wait for 40 bytes and take the next Hello as their middle.
+    link.send(&[0xA5, 0x20], Instant::now() + Duration::from_secs(1))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // One attempt only: the Hello must be understood the first time.
+    let engine = Engine::with_transport(Box::new(link), Duration::from_millis(2000), 1)
+        .expect("the first Hello after a quiet line is answered");
+    assert_eq!(engine.stats().handshakes, 1);
+    assert!(engine.read_msr(LSTAR).is_ok());
+}

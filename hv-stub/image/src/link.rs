@@ -89,6 +89,10 @@ impl Link {
             }
             idle += 1;
             if idle > IDLE_POLLS {
+                // Quiet with a frame half received: what a client left
+                // behind when it stopped (e.g. `a5 20`, which would swallow
+                // the next client's Hello). Dropped, never executed.
+                self.stub.line_idle();
                 return true;
             }
         }
