@@ -37,7 +37,7 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
-/* CPU targeting (DESIGN.md 1.1). Weak, so this library also runs on a
+/* CPU targeting (docs/api/PsSwitchCpu.md). Weak, so this library also runs on a
  * libpulse without it: then the debuggee shows one CPU, CPU 0. */
 #ifndef PULSE_STATUS_BARRIER_ALREADY_OWNED
 #define PULSE_STATUS_BARRIER_ALREADY_OWNED 0x00000021

@@ -1,8 +1,9 @@
-//! `PULSE_STATUS` codes. The values are a contract (DESIGN.md section 1 and
-//! the `PsWriteMsr` reference page); new codes keep the 0xC... style and no
-//! value ever changes. The C header gets them as hex `#define`s from
-//! `include/pulse_status.h.in` (cbindgen would print them in decimal); a
-//! test proves that block and this table agree.
+//! `PULSE_STATUS` codes. The values are a contract (docs/ABI.md and the
+//! `PsWriteMsr` reference page); new failure codes keep the 0xC... style,
+//! informational ones (not errors) are small positive values, and no value
+//! ever changes. `tests/header.rs` writes them into the header as hex
+//! `#define`s from this table (cbindgen would print them in decimal) and
+//! proves the two agree.
 
 use std::fmt;
 

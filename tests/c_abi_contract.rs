@@ -1,4 +1,4 @@
-//! Tier 2: the C ABI contract of DESIGN.md section 1, exercised through
+//! Tier 2: the C ABI contract (docs/ABI.md, docs/api/), exercised through
 //! the exported `extern "C"` functions exactly as a C caller uses them:
 //! status values and names, NULL and malformed arguments, the config's
 //! Size versioning and defaults, and out-pointers written only on success.

@@ -13,7 +13,8 @@ fn root() -> PathBuf {
 }
 
 /// The #define block: versions from Cargo.toml, status codes from
-/// `Status::ALL` in hex, as DESIGN.md section 1 shows them.
+/// `Status::ALL` in hex, as the C ABI contract (docs/api/PULSE_STATUS.md)
+/// shows them.
 fn defines_block() -> String {
     let mut out = String::new();
     out.push_str("\n/* Library version, from Cargo.toml. */\n");

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use pulse::{Engine, EngineConfig, Status};
 
 /// Instructions per emulated second. UART timing is emulated time, so a low
-/// value makes the serial line fast in real time (BOCHS-NOTES.md).
+/// value makes the serial line fast in real time (docs/HV-STUB.md, Bochs facts).
 pub const IPS: u32 = 1_000_000;
 /// No Bochs run lives longer than this.
 pub const RUN_DEADLINE: Duration = Duration::from_secs(120);

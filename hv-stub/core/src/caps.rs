@@ -207,7 +207,7 @@ impl CpuCaps {
         ..CpuCaps::MODERN
     };
 
-    /// What Bochs's `tigerlake` model reports (see BOCHS-NOTES.md): no
+    /// What Bochs's `tigerlake` model reports (docs/HV-STUB.md): no
     /// BNDCFGS, RTIT_CTL or PKRS load controls; exit controls 0..=22 and 28.
     pub const BOCHS_TIGERLAKE: CpuCaps = CpuCaps {
         name: "bochs-tigerlake",
