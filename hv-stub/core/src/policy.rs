@@ -9,8 +9,12 @@ use crate::msr::{entry, exit, index};
 /// shadow without VMX enabled). The guest's RDMSR/WRMSR of them exits and
 /// gets #GP, and the debugger's `PsReadMsr`/`PsWriteMsr` answer the same.
 pub fn hidden_from_guest(msr: u32) -> bool {
-    (index::IA32_VMX_BASIC..=index::IA32_VMX_EXIT_CTLS2).contains(&msr)
+    VMX_CAPABILITY_MSRS.contains(&msr)
 }
+
+/// The VMX capability MSRs, IA32_VMX_BASIC ..= IA32_VMX_EXIT_CTLS2.
+pub const VMX_CAPABILITY_MSRS: core::ops::RangeInclusive<u32> =
+    index::IA32_VMX_BASIC..=index::IA32_VMX_EXIT_CTLS2;
 
 /// MSRs hv-stub keeps in its VM-entry MSR-load area. That area is also the
 /// VM-exit MSR-store area (SDM 27.4), so the guest's own WRMSR is saved at

@@ -38,7 +38,7 @@ impl RealVmx {
     }
 
     fn hidden(&self, msr: u32) -> bool {
-        self.hide_vmx_msrs && crate::exits::VMX_MSRS.contains(&msr)
+        self.hide_vmx_msrs && hv_stub::policy::hidden_from_guest(msr)
     }
 
     pub fn feature_control(&self) -> u64 {

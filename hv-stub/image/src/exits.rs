@@ -8,7 +8,7 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use hv_stub::msr::{entry, field, index};
-use hv_stub::{validate, VmxBackend};
+use hv_stub::{policy, validate, VmxBackend};
 
 use crate::hv::{GuestKind, Host};
 use crate::vmcs::{f, inject, r, reason, w};
@@ -106,8 +106,6 @@ const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 const CS_AR_L: u64 = 1 << 13;
 const COM1: core::ops::RangeInclusive<u16> = 0x3F8..=0x3FF;
-/// The VMX capability MSRs, which a processor without VMX does not have.
-pub const VMX_MSRS: core::ops::RangeInclusive<u32> = 0x480..=0x491;
 
 /// The CR0/CR4 bits VMX operation fixes (IA32_VMX_CRn_FIXED0/1), as they
 /// apply to this guest (PE and PG are free with unrestricted guest).
@@ -254,7 +252,7 @@ impl Host {
         let msr = regs.rcx as u32;
         let value = if msr == index::IA32_FEATURE_CONTROL {
             Some(*self.link.stub.backend_mut().vmx.feature_control_shadow())
-        } else if self.kind == GuestKind::Linux && VMX_MSRS.contains(&msr) {
+        } else if self.kind == GuestKind::Linux && policy::hidden_from_guest(msr) {
             None
         } else {
             cpu::rdmsr_safe(msr).ok()
@@ -283,7 +281,7 @@ impl Host {
             } else {
                 false
             }
-        } else if VMX_MSRS.contains(&msr) {
+        } else if policy::hidden_from_guest(msr) {
             false // read-only, and absent for a guest without VMX
         } else {
             // SAFETY: an MSR outside the bitmap ranges (which always exits):

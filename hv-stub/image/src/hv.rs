@@ -16,7 +16,7 @@ use hv_stub::cpus::CpuState;
 use crate::backend::{GuestCpu, RealVmx};
 use crate::caps::*;
 use crate::desc::{self, CODE64, DATA, HOST_TR};
-use crate::exits::{FixedCrs, GuestRegs, Next, CR4_OSXSAVE, CR4_VMXE, VMX_MSRS};
+use crate::exits::{FixedCrs, GuestRegs, Next, CR4_OSXSAVE, CR4_VMXE};
 use crate::guest_state::{self, Initial};
 use crate::link::{Link, PollPeriod};
 use crate::uart::Uart;
@@ -319,7 +319,7 @@ pub fn start() -> ! {
     // a processor without VMX).
     intercept_msr(&mut pages.msr_bitmap, index::IA32_FEATURE_CONTROL);
     if kind == GuestKind::Linux {
-        for msr in VMX_MSRS {
+        for msr in hv_stub::policy::VMX_CAPABILITY_MSRS {
             intercept_msr(&mut pages.msr_bitmap, msr);
         }
     }
@@ -333,21 +333,24 @@ pub fn start() -> ! {
         w(f::IO_BITMAP_B, pages.io_bitmap_b.as_ptr() as u64);
     }
 
-    // VM-entry MSR-load area: IA32_KERNEL_GS_BASE lives there, so a write to
-    // it exercises the area path of the routing. The VM-exit MSR-store area
-    // is the same memory (SDM 27.4): the guest's own WRMSR is stored on exit
-    // and loaded again on entry instead of being undone.
-    let kernel_gs = cpu::rdmsr_safe(index::IA32_KERNEL_GS_BASE).unwrap_or(0);
-    pages.load_area[0] = MsrEntry {
-        index: index::IA32_KERNEL_GS_BASE,
-        reserved: 0,
-        value: if kind == GuestKind::Linux {
-            0
-        } else {
-            kernel_gs
-        },
-    };
-    let load_count = 1;
+    // VM-entry MSR-load area: the MSRs hv-stub's policy puts there (the same
+    // list sim uses). The VM-exit MSR-store area is the same memory (SDM
+    // 27.4): the guest's own WRMSR is stored on exit and loaded again on
+    // entry instead of being undone. A Linux guest starts from 0, the
+    // observer from the host's values.
+    let mut load_count = 0;
+    for msr in hv_stub::policy::load_area_msrs(&caps) {
+        let value = match kind {
+            GuestKind::Linux => 0,
+            GuestKind::Observer => cpu::rdmsr_safe(msr).unwrap_or(0),
+        };
+        pages.load_area[load_count] = MsrEntry {
+            index: msr,
+            reserved: 0,
+            value,
+        };
+        load_count += 1;
+    }
     let area = pages.load_area.as_ptr() as u64;
     w(field::VM_ENTRY_MSR_LOAD_ADDR, area);
     w(field::VM_ENTRY_MSR_LOAD_COUNT, load_count as u64);
