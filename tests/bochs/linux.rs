@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::{image, repo_root, require_bochs, unique, Bochs};
 
 /// From Bochs's start to `LINUX READY`. The kernel alone needs ≈20 s on an
-/// idle machine (BOCHS-NOTES.md); a loaded 2-core CI machine, more.
+/// idle machine (docs/BENCHMARKS.md); a loaded 2-core CI machine, more.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(240);
 /// No Linux run lives longer than this (boot plus the test's work).
 pub const RUN_DEADLINE: Duration = Duration::from_secs(420);
