@@ -171,15 +171,58 @@ impl SessionKeys {
         keys
     }
 
-    fn cipher(&self, direction: Direction) -> Aes128Ccm8 {
-        let key = match direction {
-            Direction::ToDebuggee => &self.to_debuggee,
-            Direction::ToClient => &self.to_client,
-        };
-        Aes128Ccm8::new(GenericArray::from_slice(key))
+    /// The keys with their AES key schedules done, for a party that seals
+    /// and opens many frames of one session.
+    pub fn expand(&self) -> ExpandedKeys {
+        ExpandedKeys {
+            to_debuggee: Aes128Ccm8::new(GenericArray::from_slice(&self.to_debuggee)),
+            to_client: Aes128Ccm8::new(GenericArray::from_slice(&self.to_client)),
+        }
     }
 
     /// `message` as a sealed frame at position `k` of the session.
+    pub fn seal(
+        &self,
+        direction: Direction,
+        message: &Message,
+        session: u8,
+        seq: u16,
+        k: u16,
+    ) -> FrameBuf {
+        self.expand().seal(direction, message, session, seq, k)
+    }
+
+    /// Checks and decrypts a sealed frame taken as position `k` of the
+    /// session: the frame with its plaintext payload (tag removed, CRC as
+    /// received), or `None` if it is not exactly what this session's peer
+    /// sealed for that position.
+    pub fn open(&self, direction: Direction, frame: &RawFrame, k: u16) -> Option<RawFrame> {
+        self.expand().open(direction, frame, k)
+    }
+}
+
+/// [`SessionKeys`] ready to use: both directions' AES key schedules.
+#[derive(Clone)]
+pub struct ExpandedKeys {
+    to_debuggee: Aes128Ccm8,
+    to_client: Aes128Ccm8,
+}
+
+impl core::fmt::Debug for ExpandedKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("ExpandedKeys(..)")
+    }
+}
+
+impl ExpandedKeys {
+    fn cipher(&self, direction: Direction) -> &Aes128Ccm8 {
+        match direction {
+            Direction::ToDebuggee => &self.to_debuggee,
+            Direction::ToClient => &self.to_client,
+        }
+    }
+
+    /// See [`SessionKeys::seal`].
     pub fn seal(
         &self,
         direction: Direction,
@@ -211,10 +254,7 @@ impl SessionKeys {
         encode_frame(message.kind(), session, seq, &payload[..sealed_len])
     }
 
-    /// Checks and decrypts a sealed frame taken as position `k` of the
-    /// session: the frame with its plaintext payload (tag removed, CRC as
-    /// received), or `None` if it is not exactly what this session's peer
-    /// sealed for that position.
+    /// See [`SessionKeys::open`].
     pub fn open(&self, direction: Direction, frame: &RawFrame, k: u16) -> Option<RawFrame> {
         let clear = clear_prefix(frame.kind);
         let len = usize::from(frame.len);

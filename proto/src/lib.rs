@@ -20,7 +20,7 @@ pub mod decoder;
 pub mod frame;
 pub mod message;
 
-pub use auth::{Direction, KeyTextError, NonceSource, Psk, SessionKeys};
+pub use auth::{Direction, ExpandedKeys, KeyTextError, NonceSource, Psk, SessionKeys};
 pub use decoder::{Decoder, DecoderStats};
 pub use frame::{encode_frame, FrameBuf, RawFrame, MAX_FRAME, MAX_PAYLOAD};
 pub use message::{Message, NakReason, ParseError, WireStatus, ALL_CPUS};

@@ -26,7 +26,7 @@
 //! session executes any request ahead of its last one (a request that
 //! never arrived is skipped for good), so `OutOfSequence` is never needed.
 
-use pulse_proto::auth::{Direction, NonceSource, Psk, SessionKeys};
+use pulse_proto::auth::{Direction, ExpandedKeys, NonceSource, Psk, SessionKeys};
 use pulse_proto::message::{kind, Message, NakReason, WireStatus, ALL_CPUS};
 use pulse_proto::{Decoder, FrameBuf, RawFrame, NO_SESSION, PROTOCOL_VERSION};
 
@@ -87,6 +87,9 @@ struct Session {
     last: Handled,
     /// An authenticated session's keys.
     keys: Option<SessionKeys>,
+    /// Which authenticated handshake opened it (they are counted), to find
+    /// its expanded keys.
+    handshake: u64,
 }
 
 /// A small ring of recently seen values.
@@ -146,6 +149,10 @@ pub struct Stub<P> {
     /// The authenticated session the current one replaced: its client's
     /// next request is told `SessionTakenOver`, sealed with its keys.
     replaced: Option<Session>,
+    /// The expanded keys of the authenticated session used last (by its
+    /// `handshake`), so that the AES key schedules run once per session,
+    /// not twice per request.
+    expanded: Option<(u64, ExpandedKeys)>,
 }
 
 impl<P: Processors> Stub<P> {
@@ -169,6 +176,7 @@ impl<P: Processors> Stub<P> {
             entropy_source: None,
             pending: None,
             replaced: None,
+            expanded: None,
         };
         stub.add_entropy(entropy.into());
         stub
@@ -188,6 +196,7 @@ impl<P: Processors> Stub<P> {
         self.session = None;
         self.pending = None;
         self.replaced = None;
+        self.expanded = None;
     }
 
     /// A source of entropy (e.g. RDRAND, or the TSC whose value when a
@@ -415,6 +424,7 @@ impl<P: Processors> Stub<P> {
             hello,
             last: hello,
             keys: None,
+            handshake: 0,
         });
         Some(hello.response)
     }
@@ -459,14 +469,15 @@ impl<P: Processors> Stub<P> {
             crc: frame.crc,
             response: keys.seal(Direction::ToClient, &ack, id, frame.seq, 0),
         };
+        self.stats.auth_hellos_answered += 1;
         self.pending = Some(Session {
             id,
             base: frame.seq,
             hello,
             last: hello,
             keys: Some(keys),
+            handshake: self.stats.auth_hellos_answered,
         });
-        self.stats.auth_hellos_answered += 1;
         Some(hello.response)
     }
 
@@ -484,9 +495,11 @@ impl<P: Processors> Stub<P> {
             self.stats.unauthenticated_dropped += 1;
             return None;
         };
-        let keys = session.keys.expect("filtered on keys");
         let k = frame.seq.wrapping_sub(session.base);
-        let Some(opened) = keys.open(Direction::ToDebuggee, frame, k) else {
+        let Some(opened) = self
+            .expanded(&session)
+            .open(Direction::ToDebuggee, frame, k)
+        else {
             self.stats.unauthenticated_dropped += 1;
             return None;
         };
@@ -507,6 +520,7 @@ impl<P: Processors> Stub<P> {
                 let nak = Message::Nak {
                     reason: NakReason::SessionTakenOver,
                 };
+                let keys = self.expanded(&session);
                 return Some(keys.seal(Direction::ToClient, &nak, session.id, frame.seq, k));
             }
             Which::Pending => {
@@ -522,6 +536,7 @@ impl<P: Processors> Stub<P> {
             Which::Current => {}
         }
         let reply = self.execute(&opened);
+        let keys = self.expanded(&session);
         let response = keys.seal(Direction::ToClient, &reply, session.id, frame.seq, k);
         if let Some(current) = self.session.as_mut() {
             current.last = Handled {
@@ -531,6 +546,15 @@ impl<P: Processors> Stub<P> {
             };
         }
         Some(response)
+    }
+
+    /// `session`'s expanded keys (it is an authenticated session).
+    fn expanded(&mut self, session: &Session) -> &ExpandedKeys {
+        if self.expanded.as_ref().map(|(n, _)| *n) != Some(session.handshake) {
+            let keys = session.keys.expect("an authenticated session").expand();
+            self.expanded = Some((session.handshake, keys));
+        }
+        &self.expanded.as_ref().expect("just set").1
     }
 
     /// A random session number that is neither 0, nor current, nor issued
