@@ -1,4 +1,4 @@
-//! The authenticated link (DESIGN.md section 1.1, docs/SECURITY.md): the
+//! The authenticated link (docs/SECURITY.md, docs/api/PS_ENGINE_CONFIG.md): the
 //! right key works over TCP, a pseudo-terminal and against the
 //! `hv-stub-sim` process; no key, a wrong key, a version-1 configuration
 //! and a debuggee without a key are ACCESS_DENIED within the call budget
