@@ -93,5 +93,28 @@ grep -q "libpulse-msrdev: cannot use debuggee .tcp:127.0.0.1:$port.: PULSE_STATU
 # Everything else passes through.
 expect 0 "root" "" sh -c 'head -c 4 /etc/passwd'
 
+# An authenticated debuggee: PULSE_KEY_FILE carries the key; a wrong key is
+# EACCES, a malformed key file EINVAL, and neither connects without the key.
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/key"
+echo >>"$work/key"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/wrong"
+echo "not a key" >"$work/bad"
+"$sim" --listen 127.0.0.1:0 --key-file "$work/key" >"$work/keyed.out" 2>&1 &
+keyed_pid=$!
+i=0
+until grep -q '^listening tcp:' "$work/keyed.out"; do
+    i=$((i + 1))
+    [ $i -le 100 ] || { echo "FAIL: keyed hv-stub-sim did not start"; cat "$work/keyed.out"; exit 1; }
+    sleep 0.1
+done
+PULSE_TRANSPORT=$(sed -n 's/^listening //p' "$work/keyed.out")
+PULSE_KEY_FILE=$work/key expect 0 "" "" wrmsr 0xc0000082 0xfffff80000abc000
+PULSE_KEY_FILE=$work/key expect 0 fffff80000abc000 "" rdmsr 0xc0000082
+# rdmsr reports a failed open other than ENXIO/EIO with perror and exit 127.
+expect 127 "" "PULSE_STATUS_ACCESS_DENIED" rdmsr 0xc0000082
+PULSE_KEY_FILE=$work/wrong expect 127 "" "Permission denied" rdmsr 0xc0000082
+PULSE_KEY_FILE=$work/bad expect 127 "" "PULSE_KEY_FILE $work/bad: not 64 hex digits" rdmsr 0xc0000082
+kill "$keyed_pid" 2>/dev/null
+
 [ "$failures" -eq 0 ] || { echo "FAIL: $failures check(s)"; exit 1; }
 echo "PASS: msr-tools work unmodified through libpulse-msrdev.so"

@@ -97,6 +97,45 @@ static const char *transport_name(void)
     return t && *t ? t : "sim";
 }
 
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Reads a key file: 64 hex digits, optionally followed by a newline (the
+ * format of `pulse keygen` and hv-stub-sim --key-file). 0 or EINVAL. */
+static int read_key_file(const char *path, uint8_t key[32])
+{
+    char text[67];
+    size_t n;
+    FILE *f = fopen(path, "r");
+
+    if (!f)
+        return errno ? errno : EINVAL;
+    n = fread(text, 1, sizeof text, f);
+    fclose(f);
+    if (n == 65 && text[64] == '\n')
+        n = 64;
+    if (n != 64)
+        return EINVAL;
+    for (size_t i = 0; i < 64; i++) {
+        int digit = hex_digit(text[i]);
+        if (digit < 0)
+            return EINVAL;
+        if (i % 2 == 0)
+            key[i / 2] = (uint8_t)(digit << 4);
+        else
+            key[i / 2] |= (uint8_t)digit;
+    }
+    return 0;
+}
+
 /* Creates the engine if there is none. With the lock held; 0 or an errno.
  * A failure is reported once on stderr (the tool itself only has perror). */
 static int ensure_engine(void)
@@ -105,21 +144,27 @@ static int ensure_engine(void)
     const char *key_file = getenv("PULSE_KEY_FILE");
     PS_ENGINE_CONFIG config;
     PULSE_STATUS status;
+    uint8_t key[32];
 
     if (engine && owner_pid == getpid())
         return 0;
     engine = NULL; /* a forked child makes its own connection */
-    if (key_file && *key_file) {
-        /* Reserved for authenticated links: never connect without the key
-         * the user asked for. */
-        if (!reported++)
-            fprintf(stderr, "libpulse-msrdev: PULSE_KEY_FILE is set, but this libpulse "
-                            "has no authenticated links yet\n");
-        return ENOTSUP;
-    }
     memset(&config, 0, sizeof config);
     config.Size = sizeof config;
     config.Transport = transport_name();
+    if (key_file && *key_file) {
+        /* Authenticated link: a key file that cannot be used is an error,
+         * never a reason to connect without the key. */
+        int error = read_key_file(key_file, key);
+        if (error) {
+            if (!reported++)
+                fprintf(stderr, "libpulse-msrdev: PULSE_KEY_FILE %s: %s\n", key_file,
+                        error == EINVAL ? "not 64 hex digits" : strerror(error));
+            return error;
+        }
+        config.pKey = key;
+        config.KeySize = sizeof key;
+    }
     status = EngCreateEngine(&config, &engine);
     if (status == PULSE_STATUS_SUCCESS && PsGetCpuCount)
         status = PsGetCpuCount(engine, &cpu_count);
