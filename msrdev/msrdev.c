@@ -321,6 +321,20 @@ static const char *listing_path(const char *path, char *buf, size_t size)
     return buf;
 }
 
+/* The path a wrapped call passes on: PATH's stand-in in the listing for a
+ * /dev/cpu path, else PATH itself; NULL with errno set if the listing
+ * cannot be made. */
+static const char *passed_path(const char *path, char *buf, size_t size)
+{
+    const char *listing;
+
+    errno = 0;
+    listing = listing_path(path, buf, size);
+    if (!listing && errno)
+        return NULL;
+    return listing ? listing : path;
+}
+
 /* ---- file descriptors of opened /dev/cpu/N/msr ------------------------- */
 
 #define MAX_FDS 1024
@@ -587,13 +601,11 @@ EXPORT DIR *opendir(const char *path)
 {
     REAL(opendir);
     char buf[PATH_MAX + 32];
-    const char *listing;
+    const char *passed = passed_path(path, buf, sizeof buf);
 
-    errno = 0;
-    listing = listing_path(path, buf, sizeof buf);
-    if (!listing && errno)
+    if (!passed)
         return NULL;
-    return real_opendir(listing ? listing : path);
+    return real_opendir(passed);
 }
 
 EXPORT int scandir(const char *path, struct dirent ***list, int (*filter)(const struct dirent *),
@@ -601,13 +613,11 @@ EXPORT int scandir(const char *path, struct dirent ***list, int (*filter)(const 
 {
     REAL(scandir);
     char buf[PATH_MAX + 32];
-    const char *listing;
+    const char *passed = passed_path(path, buf, sizeof buf);
 
-    errno = 0;
-    listing = listing_path(path, buf, sizeof buf);
-    if (!listing && errno)
+    if (!passed)
         return -1;
-    return real_scandir(listing ? listing : path, list, filter, compar);
+    return real_scandir(passed, list, filter, compar);
 }
 
 EXPORT int scandir64(const char *path, struct dirent64 ***list,
@@ -616,13 +626,11 @@ EXPORT int scandir64(const char *path, struct dirent64 ***list,
 {
     REAL(scandir64);
     char buf[PATH_MAX + 32];
-    const char *listing;
+    const char *passed = passed_path(path, buf, sizeof buf);
 
-    errno = 0;
-    listing = listing_path(path, buf, sizeof buf);
-    if (!listing && errno)
+    if (!passed)
         return -1;
-    return real_scandir64(listing ? listing : path, list, filter, compar);
+    return real_scandir64(passed, list, filter, compar);
 }
 
 /* Tools that check for the device before opening it. */
@@ -630,37 +638,31 @@ EXPORT int access(const char *path, int mode)
 {
     REAL(access);
     char buf[PATH_MAX + 32];
-    const char *listing;
+    const char *passed = passed_path(path, buf, sizeof buf);
 
-    errno = 0;
-    listing = listing_path(path, buf, sizeof buf);
-    if (!listing && errno)
+    if (!passed)
         return -1;
-    return real_access(listing ? listing : path, mode);
+    return real_access(passed, mode);
 }
 
 EXPORT int stat(const char *path, struct stat *st)
 {
     REAL(stat);
     char buf[PATH_MAX + 32];
-    const char *listing;
+    const char *passed = passed_path(path, buf, sizeof buf);
 
-    errno = 0;
-    listing = listing_path(path, buf, sizeof buf);
-    if (!listing && errno)
+    if (!passed)
         return -1;
-    return real_stat(listing ? listing : path, st);
+    return real_stat(passed, st);
 }
 
 EXPORT int stat64(const char *path, struct stat64 *st)
 {
     REAL(stat64);
     char buf[PATH_MAX + 32];
-    const char *listing;
+    const char *passed = passed_path(path, buf, sizeof buf);
 
-    errno = 0;
-    listing = listing_path(path, buf, sizeof buf);
-    if (!listing && errno)
+    if (!passed)
         return -1;
-    return real_stat64(listing ? listing : path, st);
+    return real_stat64(passed, st);
 }
