@@ -219,13 +219,43 @@ pub unsafe extern "C" fn EngDestroyEngine(pEngine: PPS_ENGINE) -> PULSE_STATUS {
     })
 }
 
-/// Borrows the engine behind a handle.
+/// Runs `body` with the engine behind `handle`, inside the panic guard; a
+/// NULL handle is `INVALID_PARAMETER` and `body` does not run.
 ///
 /// # Safety
-/// `handle` must be non-NULL and live for the returned lifetime.
-unsafe fn engine<'a>(handle: PPS_ENGINE) -> &'a Engine {
-    // SAFETY: per this function's contract.
-    unsafe { &(*handle).engine }
+/// `handle` must be NULL or a live handle from `EngCreateEngine`.
+unsafe fn with_engine(
+    handle: PPS_ENGINE,
+    body: impl FnOnce(&Engine) -> PulseStatus,
+) -> PULSE_STATUS {
+    guarded(|| {
+        if handle.is_null() {
+            return PulseStatus::INVALID_PARAMETER;
+        }
+        // SAFETY: non-NULL and live per the caller's promise.
+        body(unsafe { &(*handle).engine })
+    })
+}
+
+/// The status of a call without a result.
+fn status_of(result: Result<(), PulseStatus>) -> PulseStatus {
+    result.err().unwrap_or(PulseStatus::SUCCESS)
+}
+
+/// Stores a successful call's value through `out` (checked non-NULL by the
+/// caller before the call ran) and returns SUCCESS; a failure writes nothing.
+///
+/// # Safety
+/// `out` must be non-NULL and writable.
+unsafe fn store<T>(out: *mut T, result: Result<T, PulseStatus>) -> PulseStatus {
+    match result {
+        Ok(value) => {
+            // SAFETY: non-NULL and writable per this function's contract.
+            unsafe { out.write(value) };
+            PulseStatus::SUCCESS
+        }
+        Err(status) => status,
+    }
 }
 
 /// Writes the specified value to a model-specific register of the debuggee.
@@ -255,17 +285,8 @@ pub unsafe extern "C" fn PsWriteMsr(
     MsrNumber: u32,
     MsrValue: u64,
 ) -> PULSE_STATUS {
-    guarded(|| {
-        if pEngine.is_null() {
-            return PulseStatus::INVALID_PARAMETER;
-        }
-        // SAFETY: non-NULL and live per the caller's promise.
-        let engine = unsafe { engine(pEngine) };
-        match engine.write_msr(MsrNumber, MsrValue) {
-            Ok(()) => PulseStatus::SUCCESS,
-            Err(status) => status,
-        }
-    })
+    // SAFETY: NULL or live per the caller's promise.
+    unsafe { with_engine(pEngine, |e| status_of(e.write_msr(MsrNumber, MsrValue))) }
 }
 
 /// Reads a model-specific register as the guest would read it (same
@@ -284,21 +305,16 @@ pub unsafe extern "C" fn PsReadMsr(
     MsrNumber: u32,
     pMsrValue: *mut u64,
 ) -> PULSE_STATUS {
-    guarded(|| {
-        if pEngine.is_null() || pMsrValue.is_null() {
-            return PulseStatus::INVALID_PARAMETER;
-        }
-        // SAFETY: non-NULL and live per the caller's promise.
-        let engine = unsafe { engine(pEngine) };
-        match engine.read_msr(MsrNumber) {
-            Ok(value) => {
-                // SAFETY: non-NULL and writable per the caller's promise.
-                unsafe { pMsrValue.write(value) };
-                PulseStatus::SUCCESS
+    // SAFETY: NULL or live per the caller's promise; `pMsrValue` is
+    // checked before the call and writable per the caller's promise.
+    unsafe {
+        with_engine(pEngine, |e| {
+            if pMsrValue.is_null() {
+                return PulseStatus::INVALID_PARAMETER;
             }
-            Err(status) => status,
-        }
-    })
+            store(pMsrValue, e.read_msr(MsrNumber))
+        })
+    }
 }
 
 /// Makes `TargetCpuIndex` the engine's current CPU: the one `PsWriteMsr` and
@@ -320,18 +336,14 @@ pub unsafe extern "C" fn PsReadMsr(
 /// `pEngine` must be NULL or a live handle from `EngCreateEngine`.
 #[no_mangle]
 pub unsafe extern "C" fn PsSwitchCpu(pEngine: PPS_ENGINE, TargetCpuIndex: u64) -> PULSE_STATUS {
-    guarded(|| {
-        if pEngine.is_null() {
-            return PulseStatus::INVALID_PARAMETER;
-        }
-        // SAFETY: non-NULL and live per the caller's promise.
-        let engine = unsafe { engine(pEngine) };
-        match engine.switch_cpu(TargetCpuIndex) {
+    // SAFETY: NULL or live per the caller's promise.
+    unsafe {
+        with_engine(pEngine, |e| match e.switch_cpu(TargetCpuIndex) {
             Ok(Switched::Switched) => PulseStatus::SUCCESS,
             Ok(Switched::AlreadyCurrent) => PulseStatus::BARRIER_ALREADY_OWNED,
             Err(status) => status,
-        }
-    })
+        })
+    }
 }
 
 /// Reports how many CPUs the debuggee has (running or not), asked now.
@@ -347,21 +359,16 @@ pub unsafe extern "C" fn PsSwitchCpu(pEngine: PPS_ENGINE, TargetCpuIndex: u64) -
 /// `pCpuCount` must be NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn PsGetCpuCount(pEngine: PPS_ENGINE, pCpuCount: *mut u64) -> PULSE_STATUS {
-    guarded(|| {
-        if pEngine.is_null() || pCpuCount.is_null() {
-            return PulseStatus::INVALID_PARAMETER;
-        }
-        // SAFETY: non-NULL and live per the caller's promise.
-        let engine = unsafe { engine(pEngine) };
-        match engine.cpu_info() {
-            Ok(info) => {
-                // SAFETY: non-NULL and writable per the caller's promise.
-                unsafe { pCpuCount.write(info.count) };
-                PulseStatus::SUCCESS
+    // SAFETY: NULL or live per the caller's promise; `pCpuCount` is
+    // checked before the call and writable per the caller's promise.
+    unsafe {
+        with_engine(pEngine, |e| {
+            if pCpuCount.is_null() {
+                return PulseStatus::INVALID_PARAMETER;
             }
-            Err(status) => status,
-        }
-    })
+            store(pCpuCount, e.cpu_info().map(|info| info.count))
+        })
+    }
 }
 
 /// Reports the engine's current CPU (set by `PsSwitchCpu`; 0 after
@@ -375,16 +382,16 @@ pub unsafe extern "C" fn PsGetCpuCount(pEngine: PPS_ENGINE, pCpuCount: *mut u64)
 /// `pCpuIndex` must be NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn PsGetCurrentCpu(pEngine: PPS_ENGINE, pCpuIndex: *mut u64) -> PULSE_STATUS {
-    guarded(|| {
-        if pEngine.is_null() || pCpuIndex.is_null() {
-            return PulseStatus::INVALID_PARAMETER;
-        }
-        // SAFETY: non-NULL and live per the caller's promise.
-        let engine = unsafe { engine(pEngine) };
-        // SAFETY: non-NULL and writable per the caller's promise.
-        unsafe { pCpuIndex.write(engine.current_cpu()) };
-        PulseStatus::SUCCESS
-    })
+    // SAFETY: NULL or live per the caller's promise; `pCpuIndex` is
+    // checked before it is written and writable per the caller's promise.
+    unsafe {
+        with_engine(pEngine, |e| {
+            if pCpuIndex.is_null() {
+                return PulseStatus::INVALID_PARAMETER;
+            }
+            store(pCpuIndex, Ok(e.current_cpu()))
+        })
+    }
 }
 
 /// Writes the value to a model-specific register on every running CPU of
@@ -409,17 +416,12 @@ pub unsafe extern "C" fn PsWriteMsrAllCpus(
     MsrNumber: u32,
     MsrValue: u64,
 ) -> PULSE_STATUS {
-    guarded(|| {
-        if pEngine.is_null() {
-            return PulseStatus::INVALID_PARAMETER;
-        }
-        // SAFETY: non-NULL and live per the caller's promise.
-        let engine = unsafe { engine(pEngine) };
-        match engine.write_msr_all_cpus(MsrNumber, MsrValue) {
-            Ok(()) => PulseStatus::SUCCESS,
-            Err(status) => status,
-        }
-    })
+    // SAFETY: NULL or live per the caller's promise.
+    unsafe {
+        with_engine(pEngine, |e| {
+            status_of(e.write_msr_all_cpus(MsrNumber, MsrValue))
+        })
+    }
 }
 
 /// The name of a status code, e.g. `"PULSE_STATUS_TIMEOUT"`, or
