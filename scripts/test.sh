@@ -58,6 +58,12 @@ cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 echo "== cargo clippy (workspace, hv-stub image)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 (cd hv-stub/image && cargo clippy --quiet -- -D warnings)
+echo "== cargo doc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+echo "== the declared MSRV, Rust $msrv, builds the workspace"
+rustup run "$msrv" rustc --version >/dev/null 2>&1 || rustup toolchain install "$msrv" --profile minimal
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/msrv" cargo "+$msrv" check --workspace --quiet
 echo "== fuzz targets (built with stable, no sanitizers; cargo +nightly fuzz run TARGET runs one)"
 cargo build --quiet --manifest-path fuzz/Cargo.toml --bins
 echo "== cargo test"

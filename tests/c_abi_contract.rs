@@ -215,16 +215,12 @@ fn null_arguments_are_invalid_parameter_and_touch_nothing() {
 
     let mut engine = sentinel_engine();
     // SAFETY: NULL config is exactly what is under test.
-    assert_eq!(
-        unsafe { EngCreateEngine(null(), &mut engine) },
-        INVALID_PARAMETER
-    );
+    let status = unsafe { EngCreateEngine(null(), &mut engine) };
+    assert_eq!(status, INVALID_PARAMETER);
     assert_eq!(engine, sentinel_engine());
     // SAFETY: NULL out-pointer is exactly what is under test.
-    assert_eq!(
-        unsafe { EngCreateEngine(&cfg, null_mut()) },
-        INVALID_PARAMETER
-    );
+    let status = unsafe { EngCreateEngine(&cfg, null_mut()) };
+    assert_eq!(status, INVALID_PARAMETER);
     create_fails(&config(null(), 100, 3), INVALID_PARAMETER, "NULL Transport");
     // SAFETY: NULL handles are exactly what is under test.
     unsafe {
@@ -254,10 +250,8 @@ fn null_arguments_are_invalid_parameter_and_touch_nothing() {
     let engine = Handle::open(&config(transport.as_ptr(), 1000, 3));
     let reads = handler_stats(&sim.target).reads_executed;
     // SAFETY: a live handle; the NULL out-pointer is under test.
-    assert_eq!(
-        unsafe { PsReadMsr(engine.0, IA32_LSTAR, null_mut()) },
-        INVALID_PARAMETER
-    );
+    let status = unsafe { PsReadMsr(engine.0, IA32_LSTAR, null_mut()) };
+    assert_eq!(status, INVALID_PARAMETER);
     assert_eq!(handler_stats(&sim.target).reads_executed, reads);
 }
 

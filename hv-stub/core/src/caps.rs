@@ -9,40 +9,40 @@ pub struct CpuCaps {
     pub name: &'static str,
     /// Linear-address width for canonical checks: 48, or 57 with 5-level paging.
     pub linear_address_bits: u8,
-    /// MAXPHYADDR (CPUID.80000008H:EAX[7:0]): MTRR bases and masks above it are reserved.
+    /// MAXPHYADDR (CPUID.80000008H:EAX\[7:0\]): MTRR bases and masks above it are reserved.
     pub physical_address_bits: u8,
-    /// MTRRs (CPUID.1:EDX[12]): IA32_MTRRCAP, DEF_TYPE, the fixed and 8 variable ranges.
+    /// MTRRs (CPUID.1:EDX\[12\]): IA32_MTRRCAP, DEF_TYPE, the fixed and 8 variable ranges.
     pub mtrr: bool,
-    /// IA32_TSC_ADJUST (CPUID.(EAX=7,ECX=0):EBX[1]).
+    /// IA32_TSC_ADJUST (CPUID.(EAX=7,ECX=0):EBX\[1\]).
     pub tsc_adjust: bool,
-    /// TSC-deadline timer (CPUID.1:ECX[24]): IA32_TSC_DEADLINE.
+    /// TSC-deadline timer (CPUID.1:ECX\[24\]): IA32_TSC_DEADLINE.
     pub tsc_deadline: bool,
-    /// IBRS/IBPB (CPUID.(EAX=7,ECX=0):EDX[26]): IA32_SPEC_CTRL, IA32_PRED_CMD.
+    /// IBRS/IBPB (CPUID.(EAX=7,ECX=0):EDX\[26\]): IA32_SPEC_CTRL, IA32_PRED_CMD.
     pub spec_ctrl: bool,
-    /// CPUID.(EAX=7,ECX=0):EDX[29]: IA32_ARCH_CAPABILITIES (read-only).
+    /// CPUID.(EAX=7,ECX=0):EDX\[29\]: IA32_ARCH_CAPABILITIES (read-only).
     pub arch_capabilities: bool,
-    /// L1D flush (CPUID.(EAX=7,ECX=0):EDX[28]): IA32_FLUSH_CMD (write-only).
+    /// L1D flush (CPUID.(EAX=7,ECX=0):EDX\[28\]): IA32_FLUSH_CMD (write-only).
     pub flush_cmd: bool,
-    /// XSAVES (CPUID.(EAX=0DH,ECX=1):EAX[3]): IA32_XSS is writable.
+    /// XSAVES (CPUID.(EAX=0DH,ECX=1):EAX\[3\]): IA32_XSS is writable.
     pub xsaves: bool,
-    /// x2APIC (CPUID.1:ECX[21]): IA32_APIC_BASE bit 10 (EXTD) may be set.
+    /// x2APIC (CPUID.1:ECX\[21\]): IA32_APIC_BASE bit 10 (EXTD) may be set.
     pub x2apic: bool,
     /// IA32_DEBUGCTL bits every part with this MSR has (LBR, BTF and the
     /// BTS/freeze/uncore bits 6..=13 on current parts); the bits that
     /// depend on a feature are added by [`CpuCaps::debugctl_valid`].
     pub debugctl_base: u64,
-    /// RTM (CPUID.(EAX=7,ECX=0):EBX[11]): IA32_DEBUGCTL bit 15, RTM_DEBUG.
+    /// RTM (CPUID.(EAX=7,ECX=0):EBX\[11\]): IA32_DEBUGCTL bit 15, RTM_DEBUG.
     pub rtm: bool,
-    /// IA32_PERF_CAPABILITIES[12]: IA32_DEBUGCTL bit 14, FREEZE_WHILE_SMM.
+    /// IA32_PERF_CAPABILITIES\[12\]: IA32_DEBUGCTL bit 14, FREEZE_WHILE_SMM.
     pub freeze_while_smm: bool,
-    /// Bus-lock detection (CPUID.(EAX=7,ECX=0):ECX[24]): IA32_DEBUGCTL bit 2.
+    /// Bus-lock detection (CPUID.(EAX=7,ECX=0):ECX\[24\]): IA32_DEBUGCTL bit 2.
     pub bus_lock_detect: bool,
     /// IA32_DEBUGCTL exists (it does on every Intel 64 part, but emulators
     /// such as Bochs may lack it while offering "load debug controls").
     pub has_debugctl: bool,
-    /// CPUID.0AH:EAX[15:8], general-purpose counters (0 = no IA32_PERF_GLOBAL_CTRL).
+    /// CPUID.0AH:EAX\[15:8\], general-purpose counters (0 = no IA32_PERF_GLOBAL_CTRL).
     pub pmu_gp_counters: u8,
-    /// CPUID.0AH:EDX[4:0], fixed-function counters.
+    /// CPUID.0AH:EDX\[4:0\], fixed-function counters.
     pub pmu_fixed_counters: u8,
     /// MPX: IA32_BNDCFGS exists.
     pub mpx: bool,
@@ -56,13 +56,13 @@ pub struct CpuCaps {
     pub cet_shstk: bool,
     /// CET indirect-branch tracking.
     pub cet_ibt: bool,
-    /// SMX (CPUID.1:ECX[6]): IA32_FEATURE_CONTROL bits 1 and 8..=15.
+    /// SMX (CPUID.1:ECX\[6\]): IA32_FEATURE_CONTROL bits 1 and 8..=15.
     pub smx: bool,
-    /// SGX launch control (CPUID.(EAX=7,ECX=0):ECX[30]): IA32_FEATURE_CONTROL bit 17.
+    /// SGX launch control (CPUID.(EAX=7,ECX=0):ECX\[30\]): IA32_FEATURE_CONTROL bit 17.
     pub sgx_launch_control: bool,
-    /// SGX (CPUID.(EAX=7,ECX=0):EBX[2]): IA32_FEATURE_CONTROL bit 18.
+    /// SGX (CPUID.(EAX=7,ECX=0):EBX\[2\]): IA32_FEATURE_CONTROL bit 18.
     pub sgx: bool,
-    /// Local machine-check exceptions (IA32_MCG_CAP[27]): IA32_FEATURE_CONTROL bit 20.
+    /// Local machine-check exceptions (IA32_MCG_CAP\[27\]): IA32_FEATURE_CONTROL bit 20.
     pub lmce: bool,
     /// VM-entry controls that may be 1 (allowed-1 of IA32_VMX_TRUE_ENTRY_CTLS).
     pub entry_allowed1: u32,
@@ -76,16 +76,16 @@ pub struct CpuCaps {
     /// VM-exit controls that must be 1 (e.g. "save debug controls" on the
     /// first VMX processors, SDM 24.7.1).
     pub exit_required1: u32,
-    /// Intel PT: address ranges, CPUID.(EAX=14H,ECX=1):EAX[2:0]. The
+    /// Intel PT: address ranges, CPUID.(EAX=14H,ECX=1):EAX\[2:0\]. The
     /// ADDRn_CFG fields of IA32_RTIT_CTL for n >= this must stay 0.
     pub pt_address_ranges: u8,
-    /// Intel PT: supported MTCFreq encodings, CPUID.(EAX=14H,ECX=1):EAX[31:16].
+    /// Intel PT: supported MTCFreq encodings, CPUID.(EAX=14H,ECX=1):EAX\[31:16\].
     pub pt_mtc_periods: u16,
-    /// Intel PT: supported CycThresh encodings, CPUID.(EAX=14H,ECX=1):EBX[15:0].
+    /// Intel PT: supported CycThresh encodings, CPUID.(EAX=14H,ECX=1):EBX\[15:0\].
     pub pt_cyc_thresholds: u16,
-    /// Intel PT: supported PSBFreq encodings, CPUID.(EAX=14H,ECX=1):EBX[31:16].
+    /// Intel PT: supported PSBFreq encodings, CPUID.(EAX=14H,ECX=1):EBX\[31:16\].
     pub pt_psb_periods: u16,
-    /// Intel PT: single-range output, CPUID.(EAX=14H,ECX=0):ECX[2]. Without
+    /// Intel PT: single-range output, CPUID.(EAX=14H,ECX=0):ECX\[2\]. Without
     /// it, TraceEn = 1 needs ToPA (or FabricEn).
     pub pt_single_range_output: bool,
 }

@@ -5,7 +5,7 @@ use crate::caps::CpuCaps;
 use crate::msr::{entry, exit, index};
 
 /// MSRs hv-stub hides from its guest: the VMX capability MSRs, since the
-/// guest is told it has no VMX (CPUID.1:ECX[5] = 0, IA32_FEATURE_CONTROL
+/// guest is told it has no VMX (CPUID.1:ECX\[5\] = 0, IA32_FEATURE_CONTROL
 /// shadow without VMX enabled). The guest's RDMSR/WRMSR of them exits and
 /// gets #GP, and the debugger's `PsReadMsr`/`PsWriteMsr` answer the same.
 pub fn hidden_from_guest(msr: u32) -> bool {

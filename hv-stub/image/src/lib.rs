@@ -15,7 +15,7 @@
 //! carries a `SAFETY:` comment.
 #![no_std]
 #![no_main]
-#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod backend;
 pub mod caps;
