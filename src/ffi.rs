@@ -1,4 +1,4 @@
-//! The C ABI (DESIGN.md section 1). Every export checks its pointers,
+//! The C ABI (docs/ABI.md, docs/api/). Every export checks its pointers,
 //! catches panics so none crosses into C, and writes an out-parameter only
 //! when it returns `PULSE_STATUS_SUCCESS`. The doc comments below become the
 //! header's comments.
