@@ -15,6 +15,7 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use pulse::engine::CpuInfo;
 use pulse::hv_stub::routing::{GUEST_APPLIED, TABLE};
 use pulse::{Engine, EngineConfig, Status, TransportSpec};
 
@@ -906,21 +907,8 @@ fn execute(engine: &Engine, options: &Options, command: &Command, printer: &mut 
                     return;
                 }
             }
-            let info = match engine.cpu_info() {
-                Ok(info) => info,
-                Err(status) => {
-                    printer.report(&Outcome {
-                        op: "cpus",
-                        msr: None,
-                        transport: None,
-                        old: None,
-                        value: None,
-                        field: None,
-                        cpu: None,
-                        status,
-                    });
-                    return;
-                }
+            let Some(info) = cpu_info(engine, printer) else {
+                return;
             };
             let home = engine.current_cpu();
             for cpu in (0..info.count).filter(|&c| info.is_running(c)) {
@@ -1043,11 +1031,11 @@ fn probe_msrs(engine: &Engine, printer: &mut Printer) {
     let _ = io::stdout().lock().write_all(out.as_bytes());
 }
 
-/// `pulse cpus`: the debuggee's CPUs (`PsGetCpuCount`), which of them
-/// run, and the engine's current one.
-fn list_cpus(engine: &Engine, printer: &mut Printer) {
-    let info = match engine.cpu_info() {
-        Ok(info) => info,
+/// The debuggee's CPUs, or `None` after reporting why they could not be
+/// asked.
+fn cpu_info(engine: &Engine, printer: &mut Printer) -> Option<CpuInfo> {
+    match engine.cpu_info() {
+        Ok(info) => Some(info),
         Err(status) => {
             printer.report(&Outcome {
                 op: "cpus",
@@ -1059,8 +1047,16 @@ fn list_cpus(engine: &Engine, printer: &mut Printer) {
                 cpu: None,
                 status,
             });
-            return;
+            None
         }
+    }
+}
+
+/// `pulse cpus`: the debuggee's CPUs (`PsGetCpuCount`), which of them
+/// run, and the engine's current one.
+fn list_cpus(engine: &Engine, printer: &mut Printer) {
+    let Some(info) = cpu_info(engine, printer) else {
+        return;
     };
     let current = engine.current_cpu();
     let mut out = String::new();
