@@ -14,29 +14,21 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/rate.rs"]
+mod rate;
 #[path = "common/spread.rs"]
 mod spread;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pulse::hv_stub::msr::index::IA32_LSTAR;
 use pulse::{Engine, EngineConfig};
+use rate::rate;
 use spread::{ratios, Spread};
 use support::TcpSim;
 
 fn engine(transport: &str) -> Engine {
     Engine::open(&EngineConfig::new(transport)).expect("engine")
-}
-
-/// Operations per second of `op` over `budget`.
-fn rate(budget: Duration, mut op: impl FnMut(u64)) -> f64 {
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < budget {
-        op(n);
-        n += 1;
-    }
-    n as f64 / start.elapsed().as_secs_f64()
 }
 
 fn value(n: u64) -> u64 {

@@ -26,6 +26,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/rate.rs"]
+mod rate;
 #[path = "common/spread.rs"]
 mod spread;
 #[path = "common/wire.rs"]
@@ -34,30 +36,18 @@ mod wire;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pulse::hv_stub::msr::index::IA32_LSTAR;
 use pulse::hv_stub::CpuCaps;
 use pulse::{Engine, EngineConfig};
+use rate::rate;
 use serialport::{SerialPort, TTYPort};
 use spread::{ratios, Spread};
 use support::SimProcess;
 
 fn engine(transport: &str) -> Engine {
     Engine::open(&EngineConfig::new(transport)).expect("engine")
-}
-
-/// Runs `op` for `budget`, returns operations per second.
-fn rate(budget: Duration, mut op: impl FnMut(u64)) -> f64 {
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < budget {
-        for _ in 0..64 {
-            op(n);
-            n += 1;
-        }
-    }
-    n as f64 / start.elapsed().as_secs_f64()
 }
 
 fn value(i: u64) -> u64 {
