@@ -19,7 +19,8 @@ command -v rdmsr >/dev/null && command -v wrmsr >/dev/null || skip "rdmsr/wrmsr 
 [ -f "$so" ] || { echo "FAIL: no $so"; exit 1; }
 
 work=$(mktemp -d)
-cleanup() { [ -n "${sim_pid:-}" ] && kill "$sim_pid" 2>/dev/null; rm -rf "$work"; }
+sim_pids=""
+cleanup() { [ -n "$sim_pids" ] && kill $sim_pids 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 failures=0
 # expect RC STDOUT STDERR-SUBSTRING COMMAND...: runs COMMAND under the drop-in.
@@ -39,19 +40,27 @@ expect() {
     fi
 }
 
+# start_sim NAME [ARGS...]: a hv-stub-sim process on a free TCP port; its
+# transport becomes PULSE_TRANSPORT.
+start_sim() {
+    name=$1
+    shift
+    "$sim" --listen 127.0.0.1:0 "$@" >"$work/$name.out" 2>&1 &
+    sim_pids="$sim_pids $!"
+    i=0
+    until grep -q '^listening tcp:' "$work/$name.out"; do
+        i=$((i + 1))
+        [ $i -le 100 ] || { echo "FAIL: hv-stub-sim ($name) did not start"; cat "$work/$name.out"; exit 1; }
+        sleep 0.1
+    done
+    PULSE_TRANSPORT=$(sed -n 's/^listening //p' "$work/$name.out")
+    export PULSE_TRANSPORT
+}
+
 # In-process sim (the default transport): the model's IA32_EFER.
 (unset PULSE_TRANSPORT; expect 0 d01 "" rdmsr 0xc0000080; exit $failures) || failures=$((failures + 1))
 
-"$sim" --listen 127.0.0.1:0 >"$work/sim.out" 2>&1 &
-sim_pid=$!
-i=0
-until grep -q '^listening tcp:' "$work/sim.out"; do
-    i=$((i + 1))
-    [ $i -le 100 ] || { echo "FAIL: hv-stub-sim did not start"; cat "$work/sim.out"; exit 1; }
-    sleep 0.1
-done
-PULSE_TRANSPORT=$(sed -n 's/^listening //p' "$work/sim.out")
-export PULSE_TRANSPORT
+start_sim sim
 echo "debuggee: $PULSE_TRANSPORT"
 
 # A write and its read-back, in separate processes; output options of rdmsr.
@@ -99,22 +108,13 @@ head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/key"
 echo >>"$work/key"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/wrong"
 echo "not a key" >"$work/bad"
-"$sim" --listen 127.0.0.1:0 --key-file "$work/key" >"$work/keyed.out" 2>&1 &
-keyed_pid=$!
-i=0
-until grep -q '^listening tcp:' "$work/keyed.out"; do
-    i=$((i + 1))
-    [ $i -le 100 ] || { echo "FAIL: keyed hv-stub-sim did not start"; cat "$work/keyed.out"; exit 1; }
-    sleep 0.1
-done
-PULSE_TRANSPORT=$(sed -n 's/^listening //p' "$work/keyed.out")
+start_sim keyed --key-file "$work/key"
 PULSE_KEY_FILE=$work/key expect 0 "" "" wrmsr 0xc0000082 0xfffff80000abc000
 PULSE_KEY_FILE=$work/key expect 0 fffff80000abc000 "" rdmsr 0xc0000082
 # rdmsr reports a failed open other than ENXIO/EIO with perror and exit 127.
 expect 127 "" "PULSE_STATUS_ACCESS_DENIED" rdmsr 0xc0000082
 PULSE_KEY_FILE=$work/wrong expect 127 "" "Permission denied" rdmsr 0xc0000082
 PULSE_KEY_FILE=$work/bad expect 127 "" "PULSE_KEY_FILE $work/bad: not 64 hex digits" rdmsr 0xc0000082
-kill "$keyed_pid" 2>/dev/null
 
 [ "$failures" -eq 0 ] || { echo "FAIL: $failures check(s)"; exit 1; }
 echo "PASS: msr-tools work unmodified through libpulse-msrdev.so"
