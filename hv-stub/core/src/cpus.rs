@@ -5,7 +5,7 @@
 //! prepared (checked) on every running CPU before any of them changes.
 
 use crate::routing::{self, WritePlan};
-use crate::vmx::{GpFault, VmxBackend};
+use crate::vmx_backend::{GpFault, VmxBackend};
 
 /// The most processors hv-stub serves (`sim?cpus=` accepts 1..=64).
 pub const MAX_CPUS: usize = 64;

@@ -6,7 +6,8 @@
 //! * [`cpus`]: the debuggee's processors; per-CPU and all-CPU requests;
 //! * [`routing`]: where each MSR write lands so the guest sees it (SDM 26.3.2.1);
 //! * [`validate`]: values the processor refuses (#GP before anything changes);
-//! * [`vmx`]: the backend interface; [`model`]: the software VMX backend;
+//! * [`vmx_backend`]: the interface to a VMX implementation; [`model`]: the
+//!   software VMX backend;
 //! * [`sim`]: a whole simulated debuggee (handler + model + observer guest);
 //! * [`caps`]: processor capabilities and the model's CPU profiles;
 //! * [`msr`]: MSR indices, VMCS encodings, control bits;
@@ -23,9 +24,9 @@ pub mod policy;
 pub mod routing;
 pub mod sim;
 pub mod validate;
-pub mod vmx;
+pub mod vmx_backend;
 
 pub use caps::CpuCaps;
 pub use handler::{HandlerStats, Stub};
 pub use model::SoftVmx;
-pub use vmx::{GpFault, MsrEntry, VmxBackend};
+pub use vmx_backend::{GpFault, MsrEntry, VmxBackend};

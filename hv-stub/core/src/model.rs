@@ -13,7 +13,7 @@ use crate::caps::CpuCaps;
 use crate::msr::{bits, entry, exit, field, index::*};
 use crate::routing::{self, Place};
 use crate::validate::{self, is_canonical, EFER_VALID};
-use crate::vmx::{GpFault, MsrEntry, VmxBackend};
+use crate::vmx_backend::{GpFault, MsrEntry, VmxBackend};
 
 /// VMCS fields the model holds.
 const FIELDS: [u32; 40] = [

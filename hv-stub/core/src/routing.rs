@@ -11,7 +11,7 @@
 use crate::msr::{bits, entry, field, index::*};
 use crate::policy;
 use crate::validate::{self, Refusal};
-use crate::vmx::{GpFault, VmxBackend};
+use crate::vmx_backend::{GpFault, VmxBackend};
 
 /// How VM entry treats an MSR, hence where a write must go.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
