@@ -10,7 +10,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use hv_stub::msr::{entry, field, index};
 use hv_stub::{policy, validate, VmxBackend};
 
-use crate::hv::{GuestKind, Host};
+use crate::hv::GuestKind;
+use crate::run::Host;
 use crate::vmcs::{f, inject, r, reason, w};
 use crate::{cpu, memmap, say};
 

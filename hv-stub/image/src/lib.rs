@@ -8,7 +8,7 @@
 //! `unsafe` lives in the small modules that need it: `port` (port I/O),
 //! `cpu` (MSRs, control registers, XSETBV), `vmx` (VMX instructions), `vmcs`
 //! (checked VMWRITE), `desc` (descriptor tables), `phys` (physical memory
-//! the host prepares for a guest), `ept` and `hv` (the static tables and
+//! the host prepares for a guest), `ept`, `hv` and `run` (the static tables and
 //! VMX regions, and the exit handler's state), `firmware` and `memmap`
 //! (addresses of boot.s and linker symbols) and `backend` (the two calls
 //! through which the shared routing reaches VMWRITE and WRMSR); every block
@@ -35,6 +35,8 @@ pub mod linux;
 pub mod memmap;
 pub mod phys;
 pub mod port;
+pub mod run;
+pub mod setup;
 pub mod uart;
 pub mod vmcs;
 pub mod vmx;
