@@ -2,7 +2,7 @@
 //! and validation care. The real backend fills this from CPUID and the VMX
 //! capability MSRs; the software model takes one of the named profiles.
 
-use crate::msr::entry;
+use crate::msr::{entry, FeatureControl};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct CpuCaps {
@@ -98,13 +98,6 @@ pub const DEBUGCTL_ARCH: u64 = 0b11 | (0xFF << 6);
 const DEBUGCTL_BUS_LOCK_DETECT: u64 = 1 << 2;
 const DEBUGCTL_FREEZE_WHILE_SMM: u64 = 1 << 14;
 const DEBUGCTL_RTM_DEBUG: u64 = 1 << 15;
-/// IA32_FEATURE_CONTROL bits (SDM Vol. 4 Table 2-2): lock, VMX outside SMX
-/// (always there with VMX), and the feature-dependent ones.
-const FEATURE_CONTROL_LOCK_AND_VMX: u64 = 0b101;
-const FEATURE_CONTROL_SMX: u64 = 0b10 | (0x7F << 8) | (1 << 15);
-const FEATURE_CONTROL_SGX_LC: u64 = 1 << 17;
-const FEATURE_CONTROL_SGX: u64 = 1 << 18;
-const FEATURE_CONTROL_LMCE: u64 = 1 << 20;
 /// RTIT_CTL bits with 2 address ranges: TraceEn, CYCEn, OS, User, PwrEvtEn,
 /// FUPonPTW, CR3Filter, ToPA, MTCEn, TSCEn, DisRETC, PTWEn, BranchEn,
 /// MTCFreq 17:14, CycThresh 22:19, PSBFreq 27:24, ADDR0/1_CFG 39:32.
@@ -329,19 +322,22 @@ impl CpuCaps {
     }
 
     /// Bits of IA32_FEATURE_CONTROL that may be set on this processor.
+    /// Lock and VMX outside SMX always (there with VMX); the rest with
+    /// their features.
     pub fn feature_control_valid(&self) -> u64 {
-        let mut valid = FEATURE_CONTROL_LOCK_AND_VMX;
+        let mut valid = FeatureControl::LOCK | FeatureControl::VMX_OUTSIDE_SMX;
+        let smx = FeatureControl::VMX_INSIDE_SMX
+            | FeatureControl::SENTER_LOCAL
+            | FeatureControl::SENTER_GLOBAL;
         for (present, bits) in [
-            (self.smx, FEATURE_CONTROL_SMX),
-            (self.sgx_launch_control, FEATURE_CONTROL_SGX_LC),
-            (self.sgx, FEATURE_CONTROL_SGX),
-            (self.lmce, FEATURE_CONTROL_LMCE),
+            (self.smx, smx),
+            (self.sgx_launch_control, FeatureControl::SGX_LAUNCH_CONTROL),
+            (self.sgx, FeatureControl::SGX),
+            (self.lmce, FeatureControl::LMCE),
         ] {
-            if present {
-                valid |= bits;
-            }
+            valid.set(bits, present);
         }
-        valid
+        valid.bits()
     }
 
     /// Bits of IA32_XSS that may be set: the supervisor state components

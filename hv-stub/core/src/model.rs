@@ -55,8 +55,9 @@ const FIELDS: [u32; 40] = [
     field::HOST_IA32_S_CET,
     field::HOST_SSP,
     field::HOST_IA32_INTERRUPT_SSP_TABLE_ADDR,
-    0x2000, // I/O bitmap A address, a stand-in so the table is not all MSR state
-    0x2004, // I/O bitmap B address
+    // Stand-ins, so that the table is not all MSR state.
+    field::IO_BITMAP_A_ADDR,
+    field::MSR_BITMAPS_ADDR,
 ];
 
 /// MSRs the model's processor may implement (filtered by its capabilities):
@@ -576,7 +577,7 @@ impl SoftVmx {
         let ia32e = on(entry::IA32E_MODE_GUEST);
         let cr0 = self.field(field::GUEST_CR0);
         let paging = cr0 & bits::CR0_PG != 0;
-        if ia32e && (!paging || self.field(field::GUEST_CR4) & 0x20 == 0) {
+        if ia32e && (!paging || self.field(field::GUEST_CR4) & bits::CR4_PAE == 0) {
             return bad(field::GUEST_CR0);
         }
         let canonical = |f: u32| is_canonical(self.field(f), caps);
