@@ -11,6 +11,8 @@
 //! * [`sim`]: a whole simulated debuggee (handler + model + observer guest);
 //! * [`caps`]: processor capabilities and the model's CPU profiles;
 //! * [`msr`]: MSR indices, VMCS encodings, control bits;
+//! * [`msr_table`]: the one table of the MSRs hv-stub knows, which the
+//!   routing, the model, the policy and the watched lists derive from;
 //! * [`policy`]: how hv-stub configures VMX (shared by the model and the image).
 #![no_std]
 #![forbid(unsafe_code)]
@@ -20,6 +22,7 @@ pub mod cpus;
 pub mod handler;
 pub mod model;
 pub mod msr;
+pub mod msr_table;
 pub mod policy;
 pub mod routing;
 pub mod sim;

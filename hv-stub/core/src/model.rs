@@ -10,8 +10,9 @@
 //! enabled, with matching save/load exit controls.
 
 use crate::caps::CpuCaps;
-use crate::msr::{bits, entry, exit, field, index::*};
-use crate::routing::{self, Place};
+use crate::msr::{bits, entry, field, index::*, EntryControls, ExitControls};
+use crate::msr_table::{self, HostValue, Place, Save, TABLE};
+use crate::policy::{self, GuestMsrAccess};
 use crate::validate::{self, is_canonical, EFER_VALID};
 use crate::vmx_backend::{GpFault, MsrEntry, VmxBackend};
 
@@ -61,83 +62,13 @@ const FIELDS: [u32; 40] = [
 ];
 
 /// MSRs the model's processor may implement (filtered by its capabilities):
-/// the routed ones and every other architectural MSR the validator knows,
-/// so `sim` and a real CPU agree on which MSR numbers exist. Not modelled:
-/// the x2APIC register range (the guest's interrupt controller), the VMX
-/// capability MSRs (hv-stub hides VMX from its guest), machine-check
-/// and performance-counter banks, and model-specific MSRs.
-#[rustfmt::skip]
-const MSRS: [u32; 64] = [
-    IA32_TIME_STAMP_COUNTER,
-    IA32_APIC_BASE,
-    IA32_TSC_ADJUST,
-    IA32_SPEC_CTRL,
-    IA32_PRED_CMD,
-    IA32_MTRRCAP,
-    IA32_ARCH_CAPABILITIES,
-    IA32_FLUSH_CMD,
-    0x200, 0x201, 0x202, 0x203, 0x204, 0x205, 0x206, 0x207,
-    0x208, 0x209, 0x20A, 0x20B, 0x20C, 0x20D, 0x20E, 0x20F,
-    IA32_MTRR_FIX64K_00000,
-    IA32_MTRR_FIX16K_80000,
-    IA32_MTRR_FIX16K_A0000,
-    0x268, 0x269, 0x26A, 0x26B, 0x26C, 0x26D, 0x26E, 0x26F,
-    IA32_MTRR_DEF_TYPE,
-    IA32_U_CET,
-    0x6A4, 0x6A5, 0x6A6, 0x6A7,
-    IA32_TSC_DEADLINE,
-    IA32_XSS,
-    IA32_FEATURE_CONTROL,
-    IA32_SYSENTER_CS,
-    IA32_SYSENTER_ESP,
-    IA32_SYSENTER_EIP,
-    IA32_DEBUGCTL,
-    IA32_PAT,
-    IA32_PERF_GLOBAL_CTRL,
-    IA32_RTIT_CTL,
-    IA32_S_CET,
-    IA32_INTERRUPT_SSP_TABLE_ADDR,
-    IA32_PKRS,
-    IA32_BNDCFGS,
-    IA32_EFER,
-    IA32_STAR,
-    IA32_LSTAR,
-    IA32_CSTAR,
-    IA32_FMASK,
-    IA32_FS_BASE,
-    IA32_GS_BASE,
-    IA32_KERNEL_GS_BASE,
-    IA32_TSC_AUX,
-];
-
-/// MSRs VM entry loads from a guest-state field when their control is 1
-/// (SDM 26.3.2.1), beside DEBUGCTL and EFER which have rules of their own.
-/// Their fields are checked (26.3.1.1) with the WRMSR rules of `validate`.
-const LOADED_UNDER_CONTROL: [(u32, u32, u32); 7] = [
-    (
-        entry::LOAD_IA32_PERF_GLOBAL_CTRL,
-        IA32_PERF_GLOBAL_CTRL,
-        field::GUEST_IA32_PERF_GLOBAL_CTRL,
-    ),
-    (entry::LOAD_IA32_PAT, IA32_PAT, field::GUEST_IA32_PAT),
-    (
-        entry::LOAD_IA32_BNDCFGS,
-        IA32_BNDCFGS,
-        field::GUEST_IA32_BNDCFGS,
-    ),
-    (
-        entry::LOAD_IA32_RTIT_CTL,
-        IA32_RTIT_CTL,
-        field::GUEST_IA32_RTIT_CTL,
-    ),
-    (entry::LOAD_CET_STATE, IA32_S_CET, field::GUEST_IA32_S_CET),
-    (
-        entry::LOAD_CET_STATE,
-        IA32_INTERRUPT_SSP_TABLE_ADDR,
-        field::GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR,
-    ),
-    (entry::LOAD_PKRS, IA32_PKRS, field::GUEST_IA32_PKRS),
-];
+/// the routed ones and every other architectural MSR the validator knows
+/// ([`msr_table::MODELLED`]), so `sim` and a real CPU agree on which MSR
+/// numbers exist. Not modelled: the x2APIC register range (the guest's
+/// interrupt controller), the VMX capability MSRs (hv-stub hides VMX from
+/// its guest), machine-check and performance-counter banks, and
+/// model-specific MSRs.
+const MSRS: [u32; msr_table::MODELLED.len()] = msr_table::MODELLED;
 
 /// Capacity of the model's VM-entry MSR-load area.
 pub const LOAD_AREA_CAPACITY: usize = 8;
@@ -154,7 +85,10 @@ pub const EFER_LONG_MODE: u64 = 0xD01;
 /// A 64-bit guest with paging: PE, MP, ET, NE, WP, AM, PG.
 pub const GUEST_CR0_DEFAULT: u64 = 0x8005_0033;
 /// Locked, VMX outside SMX enabled (what Bochs and firmware leave).
-pub const FEATURE_CONTROL_DEFAULT: u64 = 0x5;
+pub const FEATURE_CONTROL_DEFAULT: u64 = policy::FEATURE_CONTROL_FOR_VMXON.bits();
+/// The model's guest is the observer kind: not told that VMX is absent (its
+/// VMX capability MSRs fault anyway: the model does not hold them).
+const HIDES_VMX: bool = false;
 
 /// Why a simulated VM entry failed (SDM 26.3.1 / 26.4); hardware would
 /// report VMfailValid or an exit with reason 33/34.
@@ -205,36 +139,6 @@ pub struct SoftVmx {
     stats: ModelStats,
 }
 
-/// Exit controls that mirror each entry load control, so that the host and
-/// guest values are switched symmetrically as hv-stub configures them.
-pub fn exit_partner(entry_control: u32) -> u32 {
-    match entry_control {
-        entry::LOAD_DEBUG_CONTROLS => exit::SAVE_DEBUG_CONTROLS,
-        entry::LOAD_IA32_PERF_GLOBAL_CTRL => {
-            exit::LOAD_IA32_PERF_GLOBAL_CTRL | exit::SAVE_IA32_PERF_GLOBAL_CTRL
-        }
-        entry::LOAD_IA32_PAT => exit::SAVE_IA32_PAT | exit::LOAD_IA32_PAT,
-        entry::LOAD_IA32_EFER => exit::SAVE_IA32_EFER | exit::LOAD_IA32_EFER,
-        entry::LOAD_IA32_BNDCFGS => exit::CLEAR_IA32_BNDCFGS,
-        entry::LOAD_IA32_RTIT_CTL => exit::CLEAR_IA32_RTIT_CTL,
-        entry::LOAD_CET_STATE => exit::LOAD_CET_STATE,
-        entry::LOAD_PKRS => exit::LOAD_PKRS,
-        _ => 0,
-    }
-}
-
-/// The MSR load controls hv-stub turns on wherever the CPU allows them.
-pub const MSR_LOAD_CONTROLS: [u32; 8] = [
-    entry::LOAD_DEBUG_CONTROLS,
-    entry::LOAD_IA32_PERF_GLOBAL_CTRL,
-    entry::LOAD_IA32_PAT,
-    entry::LOAD_IA32_EFER,
-    entry::LOAD_IA32_BNDCFGS,
-    entry::LOAD_IA32_RTIT_CTL,
-    entry::LOAD_CET_STATE,
-    entry::LOAD_PKRS,
-];
-
 impl SoftVmx {
     /// A debuggee as hv-stub leaves it: root mode between VM exits, a 64-bit
     /// guest, every allowed MSR load control on.
@@ -245,7 +149,10 @@ impl SoftVmx {
             msrs: [(0, 0); MSRS.len()],
             msr_count: 0,
             load_area: [MsrEntry::default(); LOAD_AREA_CAPACITY],
-            feature_control_shadow: FEATURE_CONTROL_DEFAULT,
+            feature_control_shadow: policy::guest_feature_control(
+                FEATURE_CONTROL_DEFAULT,
+                HIDES_VMX,
+            ),
             mode: Mode::Root,
             stats: ModelStats::default(),
         };
@@ -271,19 +178,12 @@ impl SoftVmx {
     }
 
     fn power_on_state(&mut self) {
-        let mut controls = entry::IA32E_MODE_GUEST | self.caps.entry_required1;
-        let mut exits = exit::HOST_ADDRESS_SPACE_SIZE | self.caps.exit_required1;
-        for control in MSR_LOAD_CONTROLS {
-            if self.caps.entry_allowed(control) {
-                controls |= control;
-                exits |= exit_partner(control) & self.caps.exit_allowed1;
-            }
-        }
+        let (controls, exits) = policy::controls_for(&self.caps);
         let kernel = 0xFFFF_F800_0010_0000u64;
         let host = 0xFFFF_8000_0020_0000u64;
         for (f, v) in [
-            (field::VM_ENTRY_CONTROLS, u64::from(controls)),
-            (field::VM_EXIT_CONTROLS, u64::from(exits)),
+            (field::VM_ENTRY_CONTROLS, u64::from(controls.bits())),
+            (field::VM_EXIT_CONTROLS, u64::from(exits.bits())),
             (field::VMCS_LINK_POINTER, u64::MAX),
             (field::GUEST_CR0, GUEST_CR0_DEFAULT),
             (field::GUEST_CR4, 0x2020), // PAE, VMXE
@@ -416,7 +316,9 @@ impl SoftVmx {
         if self.load_control(control) != on {
             self.keep_guest_values(control, on);
         }
-        let partner = exit_partner(control) & self.caps.exit_allowed1 & !self.caps.exit_required1;
+        let partner = policy::exit_partners(EntryControls::from_bits_retain(control)).bits()
+            & self.caps.exit_allowed1
+            & !self.caps.exit_required1;
         let (e, x) = (self.entry_controls(), self.exit_controls());
         let (e, x) = if on {
             (e | control, x | partner)
@@ -434,27 +336,46 @@ impl SoftVmx {
 
     /// See [`SoftVmx::set_load_control`]: moves the guest's current value of
     /// each MSR `control` governs to where it will come from once `control`
-    /// is `on`.
+    /// is `on`. What the guest sees is the model's own answer: the MSR file
+    /// after the loads of a VM entry ([`SoftVmx::entered`]).
     fn keep_guest_values(&mut self, control: u32, on: bool) {
-        for route in routing::TABLE {
-            let f = match route.place {
-                Place::ControlledField { field, control: c } if c == control => field,
-                Place::Efer if control == entry::LOAD_IA32_EFER => field::GUEST_IA32_EFER,
-                _ => continue,
+        let guest = self.entered();
+        for d in TABLE {
+            let (Some(c), Some(f)) = (d.entry_control(), d.guest_field()) else {
+                continue;
             };
-            let Ok(value) = routing::read_msr(self, route.msr) else {
+            if c.bits() != control {
+                continue;
+            }
+            let Some(value) = guest.live(d.msr) else {
                 continue;
             };
             if on {
                 self.set_field(f, value);
-            } else if route.msr == IA32_EFER {
+            } else if d.msr == IA32_EFER {
                 let mode = bits::EFER_LME | bits::EFER_LMA;
                 let live = self.live(IA32_EFER).unwrap_or(0);
                 self.set_live(IA32_EFER, (live & mode) | (value & !mode));
             } else {
-                self.set_live(route.msr, value);
+                self.set_live(d.msr, value);
             }
         }
+    }
+
+    /// The processor as the guest finds it after the next VM entry's loads
+    /// (26.3.2.1, then the MSR-load area as if by WRMSR), without the
+    /// entry's checks; an area entry that would fail is left out.
+    fn entered(&self) -> SoftVmx {
+        let mut next = self.clone();
+        next.load_guest_fields();
+        next.mode = Mode::Guest;
+        for i in 0..next.area().len() {
+            let e = next.load_area[i];
+            if !Self::forbidden_in_load_area(&e) {
+                let _ = next.apply_wrmsr(e.index, e.value);
+            }
+        }
+        next
     }
 
     /// Puts `msr` in the VM-entry MSR-load area with `value`. As hv-stub
@@ -682,30 +603,26 @@ impl SoftVmx {
         &self.load_area[..count]
     }
 
-    /// SDM 26.3.2.1: loads the guest MSRs from the guest-state fields.
+    /// SDM 26.3.2.1: loads the guest MSRs from the guest-state fields, as
+    /// the MSR table places them.
     fn load_guest_fields(&mut self) {
         let controls = self.entry_controls();
-        let on = |c: u32| controls & c != 0;
-        if on(entry::LOAD_DEBUG_CONTROLS) {
-            self.set_live(IA32_DEBUGCTL, self.field(field::GUEST_IA32_DEBUGCTL));
+        let on = |c: EntryControls| controls & c.bits() != 0;
+        for d in TABLE {
+            match d.place {
+                // SYSENTER_CS: the field has 32 bits, bits 63:32 of the MSR
+                // are cleared.
+                Place::AlwaysField { field, low32 } => {
+                    self.set_live(d.msr, truncated(self.field(field), low32));
+                }
+                Place::ControlledField { field, control } if on(control) => {
+                    self.set_live(d.msr, self.field(field));
+                }
+                _ => {}
+            }
         }
-        // The field has 32 bits: bits 63:32 of the MSR are cleared.
-        self.set_live(
-            IA32_SYSENTER_CS,
-            self.field(field::GUEST_IA32_SYSENTER_CS) & 0xFFFF_FFFF,
-        );
-        self.set_live(
-            IA32_SYSENTER_ESP,
-            self.field(field::GUEST_IA32_SYSENTER_ESP),
-        );
-        self.set_live(
-            IA32_SYSENTER_EIP,
-            self.field(field::GUEST_IA32_SYSENTER_EIP),
-        );
-        self.set_live(IA32_FS_BASE, self.field(field::GUEST_FS_BASE));
-        self.set_live(IA32_GS_BASE, self.field(field::GUEST_GS_BASE));
-        let ia32e = on(entry::IA32E_MODE_GUEST);
-        if on(entry::LOAD_IA32_EFER) {
+        let ia32e = on(EntryControls::IA32E_MODE_GUEST);
+        if on(EntryControls::LOAD_IA32_EFER) {
             self.set_live(IA32_EFER, self.field(field::GUEST_IA32_EFER));
         } else {
             let mut efer = self.live(IA32_EFER).unwrap_or(0);
@@ -714,11 +631,6 @@ impl SoftVmx {
                 efer = with_bit(efer, bits::EFER_LME, ia32e);
             }
             self.set_live(IA32_EFER, efer);
-        }
-        for &(control, msr, f) in LOADED_UNDER_CONTROL.iter() {
-            if on(control) {
-                self.set_live(msr, self.field(f));
-            }
         }
     }
 
@@ -752,84 +664,33 @@ impl SoftVmx {
     }
 
     /// Simulated VM exit: saves the guest MSRs the controls ask for and
-    /// loads the host's (SDM 27.3.1, 27.5.1).
+    /// loads the host's (SDM 27.3.1, 27.5.1), as the MSR table's exit rules
+    /// say.
     pub fn vm_exit(&mut self) {
         assert_eq!(self.mode, Mode::Guest, "VM exit from root mode");
-        let exits = self.exit_controls();
-        let on = |c: u32| exits & c != 0;
-        let live = |s: &Self, msr| s.live(msr).unwrap_or(0);
-        for (msr, f) in [
-            (IA32_SYSENTER_CS, field::GUEST_IA32_SYSENTER_CS),
-            (IA32_SYSENTER_ESP, field::GUEST_IA32_SYSENTER_ESP),
-            (IA32_SYSENTER_EIP, field::GUEST_IA32_SYSENTER_EIP),
-            (IA32_FS_BASE, field::GUEST_FS_BASE),
-            (IA32_GS_BASE, field::GUEST_GS_BASE),
-        ] {
-            let v = live(self, msr);
-            self.set_field(
-                f,
-                if msr == IA32_SYSENTER_CS {
-                    v & 0xFFFF_FFFF
-                } else {
-                    v
-                },
-            );
-        }
-        if on(exit::SAVE_DEBUG_CONTROLS) {
-            self.set_field(field::GUEST_IA32_DEBUGCTL, live(self, IA32_DEBUGCTL));
-        }
-        if on(exit::SAVE_IA32_PAT) {
-            self.set_field(field::GUEST_IA32_PAT, live(self, IA32_PAT));
-        }
-        if on(exit::SAVE_IA32_EFER) {
-            self.set_field(field::GUEST_IA32_EFER, live(self, IA32_EFER));
-        }
-        if on(exit::SAVE_IA32_PERF_GLOBAL_CTRL) {
-            self.set_field(
-                field::GUEST_IA32_PERF_GLOBAL_CTRL,
-                live(self, IA32_PERF_GLOBAL_CTRL),
-            );
-        }
-        // SDM 27.3.1: these are saved whenever the processor supports the
-        // corresponding entry (or clear-on-exit) control, whatever the
-        // controls in force.
+        let exits = ExitControls::from_bits_retain(self.exit_controls());
         let caps = self.caps;
-        let exit_supported = |c: u32| caps.exit_allowed1 & c != 0;
-        for (supported, msr, f) in [
-            (
-                caps.entry_allowed(entry::LOAD_IA32_BNDCFGS)
-                    || exit_supported(exit::CLEAR_IA32_BNDCFGS),
-                IA32_BNDCFGS,
-                field::GUEST_IA32_BNDCFGS,
-            ),
-            (
-                caps.entry_allowed(entry::LOAD_IA32_RTIT_CTL)
-                    || exit_supported(exit::CLEAR_IA32_RTIT_CTL),
-                IA32_RTIT_CTL,
-                field::GUEST_IA32_RTIT_CTL,
-            ),
-            (
-                caps.entry_allowed(entry::LOAD_CET_STATE),
-                IA32_S_CET,
-                field::GUEST_IA32_S_CET,
-            ),
-            (
-                caps.entry_allowed(entry::LOAD_CET_STATE),
-                IA32_INTERRUPT_SSP_TABLE_ADDR,
-                field::GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR,
-            ),
-            (
-                caps.entry_allowed(entry::LOAD_PKRS),
-                IA32_PKRS,
-                field::GUEST_IA32_PKRS,
-            ),
-        ] {
-            if let (true, Some(v)) = (supported, self.live(msr)) {
-                self.set_field(f, v);
+        let supported = |entry: EntryControls, exit: ExitControls| {
+            caps.entry_allowed(entry.bits()) || caps.exit_allowed1 & exit.bits() != 0
+        };
+        for d in TABLE {
+            let Some(f) = d.guest_field() else { continue };
+            let live = self.live(d.msr);
+            let saved = match d.exit.save {
+                Save::Always => Some(live.unwrap_or(0)),
+                Save::Under(control) if exits.contains(control) => Some(live.unwrap_or(0)),
+                // SDM 27.3.1: saved whenever the processor supports the
+                // entry (or clear-on-exit) control, whatever the controls
+                // in force.
+                Save::IfSupported { entry, exit } if supported(entry, exit) => live,
+                _ => None,
+            };
+            if let Some(value) = saved {
+                self.set_field(f, truncated(value, d.low32()));
             }
         }
         // "IA-32e mode guest" is saved from the guest's EFER.LMA.
-        let lma = live(self, IA32_EFER) & bits::EFER_LMA != 0;
+        let lma = self.live(IA32_EFER).unwrap_or(0) & bits::EFER_LMA != 0;
         let ec = with_bit(
             u64::from(self.entry_controls()),
             u64::from(entry::IA32E_MODE_GUEST),
@@ -839,59 +700,28 @@ impl SoftVmx {
         self.store_exit_msrs();
 
         // Host state.
-        self.set_live(IA32_DEBUGCTL, 0);
-        self.set_live(
-            IA32_SYSENTER_CS,
-            self.field(field::HOST_IA32_SYSENTER_CS) & 0xFFFF_FFFF,
-        );
-        self.set_live(IA32_SYSENTER_ESP, self.field(field::HOST_IA32_SYSENTER_ESP));
-        self.set_live(IA32_SYSENTER_EIP, self.field(field::HOST_IA32_SYSENTER_EIP));
-        self.set_live(IA32_FS_BASE, self.field(field::HOST_FS_BASE));
-        self.set_live(IA32_GS_BASE, self.field(field::HOST_GS_BASE));
-        if on(exit::LOAD_IA32_EFER) {
+        let applies = |control: Option<ExitControls>| control.is_none_or(|c| exits.contains(c));
+        for d in TABLE {
+            let value = match d.exit.host {
+                HostValue::Field { field, control } if applies(control) => {
+                    truncated(self.field(field), d.low32())
+                }
+                HostValue::Cleared(control) if applies(control) => 0,
+                _ => continue,
+            };
+            self.set_live(d.msr, value);
+        }
+        if exits.contains(ExitControls::LOAD_IA32_EFER) {
             self.set_live(IA32_EFER, self.field(field::HOST_IA32_EFER));
         } else {
-            let host64 = on(exit::HOST_ADDRESS_SPACE_SIZE);
-            let efer = live(self, IA32_EFER);
+            let host64 = exits.contains(ExitControls::HOST_ADDRESS_SPACE_SIZE);
+            let efer = self.live(IA32_EFER).unwrap_or(0);
             let efer = with_bit(
                 with_bit(efer, bits::EFER_LMA, host64),
                 bits::EFER_LME,
                 host64,
             );
             self.set_live(IA32_EFER, efer);
-        }
-        for (control, msr, value) in [
-            (
-                exit::LOAD_IA32_PERF_GLOBAL_CTRL,
-                IA32_PERF_GLOBAL_CTRL,
-                self.field(field::HOST_IA32_PERF_GLOBAL_CTRL),
-            ),
-            (
-                exit::LOAD_IA32_PAT,
-                IA32_PAT,
-                self.field(field::HOST_IA32_PAT),
-            ),
-            (exit::CLEAR_IA32_BNDCFGS, IA32_BNDCFGS, 0),
-            (exit::CLEAR_IA32_RTIT_CTL, IA32_RTIT_CTL, 0),
-            (
-                exit::LOAD_CET_STATE,
-                IA32_S_CET,
-                self.field(field::HOST_IA32_S_CET),
-            ),
-            (
-                exit::LOAD_CET_STATE,
-                IA32_INTERRUPT_SSP_TABLE_ADDR,
-                self.field(field::HOST_IA32_INTERRUPT_SSP_TABLE_ADDR),
-            ),
-            (
-                exit::LOAD_PKRS,
-                IA32_PKRS,
-                self.field(field::HOST_IA32_PKRS),
-            ),
-        ] {
-            if on(control) {
-                self.set_live(msr, value);
-            }
         }
         self.mode = Mode::Root;
     }
@@ -905,6 +735,15 @@ impl SoftVmx {
         let result = f(&mut GuestView { vmx: self });
         self.vm_exit();
         Ok(result)
+    }
+}
+
+/// Bits 31:0 of `value` if `low32`, else `value`.
+fn truncated(value: u64, low32: bool) -> u64 {
+    if low32 {
+        value & 0xFFFF_FFFF
+    } else {
+        value
     }
 }
 
@@ -923,28 +762,27 @@ pub struct GuestView<'a> {
 }
 
 impl GuestView<'_> {
+    /// The guest's own RDMSR.
     pub fn rdmsr(&self, msr: u32) -> Result<u64, GpFault> {
-        match msr {
-            IA32_FEATURE_CONTROL => Ok(self.vmx.feature_control_shadow),
-            _ => self.vmx.hardware_rdmsr(msr),
+        match policy::guest_msr_access(msr, HIDES_VMX) {
+            GuestMsrAccess::FeatureControlShadow => Ok(self.vmx.feature_control_shadow),
+            GuestMsrAccess::Hidden => Err(GpFault),
+            GuestMsrAccess::Processor => self.vmx.hardware_rdmsr(msr),
         }
     }
 
     /// The guest's own WRMSR. A locked IA32_FEATURE_CONTROL shadow refuses it.
     pub fn wrmsr(&mut self, msr: u32, value: u64) -> Result<(), GpFault> {
-        if msr != IA32_FEATURE_CONTROL {
-            return self.vmx.hardware_wrmsr(msr, value);
+        match policy::guest_msr_access(msr, HIDES_VMX) {
+            GuestMsrAccess::FeatureControlShadow => {
+                let shadow = self.vmx.feature_control_shadow;
+                self.vmx.feature_control_shadow =
+                    policy::guest_feature_control_write(shadow, value, &self.vmx.caps)?;
+                Ok(())
+            }
+            GuestMsrAccess::Hidden => Err(GpFault),
+            GuestMsrAccess::Processor => self.vmx.hardware_wrmsr(msr, value),
         }
-        let shadow = self.vmx.feature_control_shadow;
-        let valid = matches!(
-            validate::wrmsr_check(msr, value, &self.vmx.caps),
-            Some(Ok(()))
-        );
-        if shadow & bits::FEATURE_CONTROL_LOCK != 0 || !valid {
-            return Err(GpFault);
-        }
-        self.vmx.feature_control_shadow = value;
-        Ok(())
     }
 }
 

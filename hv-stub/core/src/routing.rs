@@ -9,183 +9,29 @@
 //! `docs/MSR-SEMANTICS.md` is the user-facing version of this table.
 
 use crate::msr::{bits, entry, field, index::*};
+use crate::msr_table::{self, MsrDescriptor};
 use crate::policy;
 use crate::validate::{self, Refusal};
 use crate::vmx_backend::{GpFault, VmxBackend};
 
-/// How VM entry treats an MSR, hence where a write must go.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Place {
-    /// Loaded from `field` on every VM entry. `low32`: the field has 32 bits
-    /// and VM entry clears bits 63:32 of the MSR.
-    AlwaysField { field: u32, low32: bool },
-    /// Loaded from `field` when VM-entry `control` is 1; with it 0 the live
-    /// MSR is shared by host and guest.
-    ControlledField { field: u32, control: u32 },
-    /// IA32_EFER: a controlled field whose LMA/LME are also tied to the
-    /// "IA-32e mode guest" control and CR0.PG.
-    Efer,
-    /// IA32_SMBASE: recorded in the guest's SMBASE field (0x4828); WRMSR to
-    /// it always faults outside SMM.
-    SmbaseField,
-    /// IA32_FEATURE_CONTROL: a shadow copy that the guest's RDMSR returns.
-    FeatureControlShadow,
-    /// Not switched by VMX: WRMSR/RDMSR in VMX-root mode reach the guest.
-    Live,
-}
+pub use crate::msr_table::Place;
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Route {
-    pub msr: u32,
-    pub name: &'static str,
-    pub place: Place,
-}
-
-const fn always(msr: u32, name: &'static str, field: u32) -> Route {
-    Route {
-        msr,
-        name,
-        place: Place::AlwaysField {
-            field,
-            low32: false,
-        },
-    }
-}
-
-const fn controlled(msr: u32, name: &'static str, field: u32, control: u32) -> Route {
-    Route {
-        msr,
-        name,
-        place: Place::ControlledField { field, control },
-    }
-}
-
-const fn live(msr: u32, name: &'static str) -> Route {
-    Route {
-        msr,
-        name,
-        place: Place::Live,
-    }
-}
+/// A routed MSR: its entry in the MSR table.
+pub type Route = MsrDescriptor;
 
 /// The routing table: the 14 MSRs of the `PsWriteMsr` reference page, FS/GS
 /// base, and the common shared MSRs (named so tools can show them; any MSR
-/// not listed routes as `Live`).
-pub const TABLE: &[Route] = &[
-    Route {
-        msr: IA32_SYSENTER_CS,
-        name: "IA32_SYSENTER_CS",
-        place: Place::AlwaysField {
-            field: field::GUEST_IA32_SYSENTER_CS,
-            low32: true,
-        },
-    },
-    always(
-        IA32_SYSENTER_ESP,
-        "IA32_SYSENTER_ESP",
-        field::GUEST_IA32_SYSENTER_ESP,
-    ),
-    always(
-        IA32_SYSENTER_EIP,
-        "IA32_SYSENTER_EIP",
-        field::GUEST_IA32_SYSENTER_EIP,
-    ),
-    Route {
-        msr: IA32_SMBASE,
-        name: "IA32_SMBASE",
-        place: Place::SmbaseField,
-    },
-    controlled(
-        IA32_DEBUGCTL,
-        "IA32_DEBUGCTL",
-        field::GUEST_IA32_DEBUGCTL,
-        entry::LOAD_DEBUG_CONTROLS,
-    ),
-    controlled(
-        IA32_PAT,
-        "IA32_PAT",
-        field::GUEST_IA32_PAT,
-        entry::LOAD_IA32_PAT,
-    ),
-    Route {
-        msr: IA32_EFER,
-        name: "IA32_EFER",
-        place: Place::Efer,
-    },
-    controlled(
-        IA32_PERF_GLOBAL_CTRL,
-        "IA32_PERF_GLOBAL_CTRL",
-        field::GUEST_IA32_PERF_GLOBAL_CTRL,
-        entry::LOAD_IA32_PERF_GLOBAL_CTRL,
-    ),
-    controlled(
-        IA32_BNDCFGS,
-        "IA32_BNDCFGS",
-        field::GUEST_IA32_BNDCFGS,
-        entry::LOAD_IA32_BNDCFGS,
-    ),
-    controlled(
-        IA32_RTIT_CTL,
-        "IA32_RTIT_CTL",
-        field::GUEST_IA32_RTIT_CTL,
-        entry::LOAD_IA32_RTIT_CTL,
-    ),
-    controlled(
-        IA32_PKRS,
-        "IA32_PKRS",
-        field::GUEST_IA32_PKRS,
-        entry::LOAD_PKRS,
-    ),
-    controlled(
-        IA32_S_CET,
-        "IA32_S_CET",
-        field::GUEST_IA32_S_CET,
-        entry::LOAD_CET_STATE,
-    ),
-    controlled(
-        IA32_INTERRUPT_SSP_TABLE_ADDR,
-        "IA32_INTERRUPT_SSP_TABLE_ADDR",
-        field::GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR,
-        entry::LOAD_CET_STATE,
-    ),
-    Route {
-        msr: IA32_FEATURE_CONTROL,
-        name: "IA32_FEATURE_CONTROL",
-        place: Place::FeatureControlShadow,
-    },
-    always(IA32_FS_BASE, "IA32_FS_BASE", field::GUEST_FS_BASE),
-    always(IA32_GS_BASE, "IA32_GS_BASE", field::GUEST_GS_BASE),
-    live(IA32_STAR, "IA32_STAR"),
-    live(IA32_LSTAR, "IA32_LSTAR"),
-    live(IA32_CSTAR, "IA32_CSTAR"),
-    live(IA32_FMASK, "IA32_FMASK"),
-    live(IA32_KERNEL_GS_BASE, "IA32_KERNEL_GS_BASE"),
-    live(IA32_TSC_AUX, "IA32_TSC_AUX"),
-];
+/// not listed routes as `Live`). The head of [`msr_table::TABLE`].
+pub const TABLE: &[Route] = msr_table::ROUTED;
 
-/// The MSRs of the `PsWriteMsr` reference page whose write is applied to
-/// the guest, in the page's order.
-pub const GUEST_APPLIED: [u32; 14] = [
-    IA32_SYSENTER_CS,
-    IA32_SYSENTER_ESP,
-    IA32_SYSENTER_EIP,
-    IA32_SMBASE,
-    IA32_DEBUGCTL,
-    IA32_PAT,
-    IA32_EFER,
-    IA32_PERF_GLOBAL_CTRL,
-    IA32_BNDCFGS,
-    IA32_RTIT_CTL,
-    IA32_PKRS,
-    IA32_S_CET,
-    IA32_INTERRUPT_SSP_TABLE_ADDR,
-    IA32_FEATURE_CONTROL,
-];
+pub use crate::msr_table::GUEST_APPLIED;
 
+/// The routing table's entry for `msr`.
 pub fn route_of(msr: u32) -> Option<&'static Route> {
     TABLE.iter().find(|r| r.msr == msr)
 }
 
+/// Where a write to `msr` lands ([`Place::Live`] for an MSR not in the table).
 pub fn place_of(msr: u32) -> Place {
     route_of(msr).map_or(Place::Live, |r| r.place)
 }
@@ -327,7 +173,7 @@ pub fn prepare_write<B: VmxBackend>(b: &mut B, msr: u32, value: u64) -> Result<W
             Ok(field_plan(b, msr, field, stored))
         }
         Place::ControlledField { field, control } => {
-            if entry_controls(b) & control != 0 {
+            if entry_controls(b) & control.bits() != 0 {
                 check(msr, value, &caps)?;
                 check_transition(b, msr, value)?;
                 Ok(field_plan(b, msr, field, value))
@@ -512,7 +358,7 @@ pub fn read_msr<B: VmxBackend>(b: &mut B, msr: u32) -> Result<u64, GpFault> {
             Ok(if low32 { value & 0xFFFF_FFFF } else { value })
         }
         Place::ControlledField { field, control } => {
-            if entry_controls(b) & control != 0 {
+            if entry_controls(b) & control.bits() != 0 {
                 match load_area_slot(b, msr) {
                     Some(slot) => Ok(b.entry_load_area()[slot].value),
                     None => Ok(b.vmread(field)),

@@ -10,36 +10,13 @@ use crate::caps::CpuCaps;
 use crate::cpus::{CpuError, CpuState, Processors, MAX_CPUS};
 use crate::handler::Stub;
 use crate::model::{EntryFailure, SoftVmx};
-use crate::msr::index::*;
 use crate::policy;
-use crate::routing::{self, GUEST_APPLIED};
+use crate::routing;
 
 /// MSRs the observer guest reads after every VM entry: the guest-applied
 /// MSRs of the reference page (IA32_SMBASE excepted: RDMSR of it faults
 /// outside SMM), FS/GS base and the shared system-call MSRs.
-pub const WATCHED: [u32; 21] = [
-    GUEST_APPLIED[0],
-    GUEST_APPLIED[1],
-    GUEST_APPLIED[2],
-    GUEST_APPLIED[4],
-    GUEST_APPLIED[5],
-    GUEST_APPLIED[6],
-    GUEST_APPLIED[7],
-    GUEST_APPLIED[8],
-    GUEST_APPLIED[9],
-    GUEST_APPLIED[10],
-    GUEST_APPLIED[11],
-    GUEST_APPLIED[12],
-    GUEST_APPLIED[13],
-    IA32_FS_BASE,
-    IA32_GS_BASE,
-    IA32_STAR,
-    IA32_LSTAR,
-    IA32_CSTAR,
-    IA32_FMASK,
-    IA32_KERNEL_GS_BASE,
-    IA32_TSC_AUX,
-];
+pub use crate::msr_table::WATCHED;
 
 /// What the observer guest read during its last run; `None` where its
 /// RDMSR faulted (the MSR does not exist on this CPU).

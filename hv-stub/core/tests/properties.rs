@@ -8,8 +8,9 @@
 mod common;
 
 use common::*;
-use hv_stub::model::{SoftVmx, LOAD_AREA_CAPACITY, MSR_LOAD_CONTROLS};
+use hv_stub::model::{SoftVmx, LOAD_AREA_CAPACITY};
 use hv_stub::msr::{field, index::*};
+use hv_stub::policy::MSR_LOAD_CONTROLS;
 use hv_stub::routing::{self, Place, TABLE};
 use hv_stub::{CpuCaps, GpFault};
 use proptest::prelude::*;
@@ -94,7 +95,7 @@ fn value_strategy() -> impl Strategy<Value = u64> {
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         12 => (msr_strategy(), value_strategy()).prop_map(|(m, v)| Op::Write(m, v)),
-        3 => (proptest::sample::select(MSR_LOAD_CONTROLS.to_vec()), any::<bool>())
+        3 => (proptest::sample::select(MSR_LOAD_CONTROLS.iter().map(|c| c.bits()).collect::<Vec<_>>()), any::<bool>())
             .prop_map(|(c, on)| Op::Control(c, on)),
         1 => proptest::sample::select(TABLE.iter().map(|r| r.msr).collect::<Vec<_>>())
             .prop_map(Op::AreaEntry),

@@ -11,7 +11,7 @@ use hv_stub::{CpuCaps, GpFault, VmxBackend};
 /// The VM-entry control that decides where `msr` lands, if any.
 pub fn control_of(msr: u32) -> Option<u32> {
     match routing::place_of(msr) {
-        Place::ControlledField { control, .. } => Some(control),
+        Place::ControlledField { control, .. } => Some(control.bits()),
         Place::Efer => Some(entry::LOAD_IA32_EFER),
         _ => None,
     }
