@@ -4,8 +4,11 @@
 
 use crate::msr::{entry, FeatureControl};
 
+/// A processor's MSR-related features and VMX control capabilities: a
+/// named profile for the model, or what the image detects.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct CpuCaps {
+    /// The profile's name (`sim?cpu=NAME`), or "real-vmx" on the image.
     pub name: &'static str,
     /// Linear-address width for canonical checks: 48, or 57 with 5-level paging.
     pub linear_address_bits: u8,
@@ -285,6 +288,7 @@ impl CpuCaps {
         ..CpuCaps::MODERN
     };
 
+    /// Every profile `sim` offers.
     pub const PROFILES: [CpuCaps; 5] = [
         CpuCaps::MODERN,
         CpuCaps::SKYLAKE,
@@ -293,10 +297,12 @@ impl CpuCaps {
         CpuCaps::LEGACY,
     ];
 
+    /// The profile called `name`.
     pub fn by_name(name: &str) -> Option<CpuCaps> {
         CpuCaps::PROFILES.iter().copied().find(|c| c.name == name)
     }
 
+    /// Whether the processor supports the 1-setting of every bit of `control`.
     pub fn entry_allowed(&self, control: u32) -> bool {
         self.entry_allowed1 & control == control
     }
@@ -353,6 +359,7 @@ impl CpuCaps {
         valid
     }
 
+    /// Whether the processor has CET (shadow stacks or indirect-branch tracking).
     pub fn has_cet(&self) -> bool {
         self.cet_shstk || self.cet_ibt
     }

@@ -16,9 +16,14 @@
 //! * [`policy`]: how hv-stub configures VMX (shared by the model and the image).
 #![no_std]
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod caps;
+// cpus.rs and handler.rs are being reworked by their owners (SMP, the
+// windowed protocol); their few undocumented items get docs there.
+#[allow(missing_docs)]
 pub mod cpus;
+#[allow(missing_docs)]
 pub mod handler;
 pub mod model;
 pub mod msr;

@@ -106,9 +106,13 @@ pub enum EntryFailure {
 /// What the model counts, so tests can prove exactly-once execution.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 pub struct ModelStats {
+    /// VMWRITEs through the backend interface.
     pub vmwrites: u64,
+    /// WRMSRs that took effect (the guest's and the backend's).
     pub wrmsrs: u64,
+    /// Successful VM entries.
     pub vm_entries: u64,
+    /// Failed VM entries.
     pub entry_failures: u64,
 }
 
@@ -121,12 +125,19 @@ enum Mode {
 /// A snapshot of the model's state (see [`SoftVmx::state`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct ModelState {
+    /// The VMCS fields, (encoding, value).
     pub vmcs: [(u32, u64); FIELDS.len()],
+    /// The MSR file, (index, value); unused slots are (0, 0).
     pub msrs: [(u32, u64); MSRS.len()],
+    /// The VM-entry MSR-load area, all slots.
     pub load_area: [MsrEntry; LOAD_AREA_CAPACITY],
+    /// The IA32_FEATURE_CONTROL value the guest reads.
     pub feature_control_shadow: u64,
 }
 
+/// One processor in software: its VMCS, MSR file, VM-entry MSR-load area
+/// and IA32_FEATURE_CONTROL shadow, with simulated VM entries and exits. A
+/// [`VmxBackend`] the routing cannot tell from the real one.
 #[derive(Clone)]
 pub struct SoftVmx {
     caps: CpuCaps,
@@ -232,6 +243,7 @@ impl SoftVmx {
         }
     }
 
+    /// What the modelled processor supports.
     pub fn caps(&self) -> &CpuCaps {
         &self.caps
     }
@@ -244,6 +256,7 @@ impl SoftVmx {
         }
     }
 
+    /// What the model has counted so far.
     pub fn stats(&self) -> ModelStats {
         self.stats
     }
@@ -330,6 +343,7 @@ impl SoftVmx {
         true
     }
 
+    /// Whether VM-entry `control` is 1 now.
     pub fn load_control(&self, control: u32) -> bool {
         self.entry_controls() & control != 0
     }

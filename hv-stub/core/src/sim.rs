@@ -22,10 +22,12 @@ pub use crate::msr_table::WATCHED;
 /// RDMSR faulted (the MSR does not exist on this CPU).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct GuestObservation {
+    /// Each watched MSR with what the guest read, in [`WATCHED`] order.
     pub values: [(u32, Option<u64>); WATCHED.len()],
 }
 
 impl GuestObservation {
+    /// What the guest read from `msr`; `None` if it faulted or is not watched.
     pub fn get(&self, msr: u32) -> Option<u64> {
         self.values
             .iter()
@@ -77,6 +79,7 @@ impl SimCpus {
         &self.cpus[cpu]
     }
 
+    /// Processor `cpu`'s model, to change it.
     pub fn model_mut(&mut self, cpu: usize) -> &mut SoftVmx {
         &mut self.cpus[cpu]
     }
@@ -114,6 +117,9 @@ impl Processors for SimCpus {
 /// takes `cpus=N`, default 4, all running).
 pub const DEFAULT_CPUS: usize = 4;
 
+/// A whole simulated debuggee: hv-stub's request handler serving
+/// [`SimCpus`], each processor resuming its observer guest after the
+/// requests that ran on it.
 pub struct SimTarget {
     stub: Stub<SimCpus>,
     /// What each processor's guest read during its latest run.
@@ -199,10 +205,12 @@ impl SimTarget {
         self.last_entry_failure
     }
 
+    /// The request handler.
     pub fn stub(&self) -> &Stub<SimCpus> {
         &self.stub
     }
 
+    /// The request handler, to change it (e.g. set a key).
     pub fn stub_mut(&mut self) -> &mut Stub<SimCpus> {
         &mut self.stub
     }
@@ -212,6 +220,7 @@ impl SimTarget {
         self.stub.backend()
     }
 
+    /// The debuggee's processors, to change them.
     pub fn cpus_mut(&mut self) -> &mut SimCpus {
         self.stub.backend_mut()
     }
@@ -221,6 +230,7 @@ impl SimTarget {
         self.cpus().model(0)
     }
 
+    /// The boot processor's model, to change it.
     pub fn model_mut(&mut self) -> &mut SoftVmx {
         self.cpus_mut().model_mut(0)
     }

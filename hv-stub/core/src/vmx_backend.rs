@@ -13,11 +13,17 @@ pub struct GpFault;
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct MsrEntry {
+    /// The MSR index.
     pub index: u32,
+    /// Must be 0 (VM entry fails otherwise).
     pub reserved: u32,
+    /// The value VM entry loads as if by WRMSR.
     pub value: u64,
 }
 
+/// What the routing needs from a VMX implementation on one processor: the
+/// current VMCS, RDMSR/WRMSR in VMX-root mode with #GP caught, the
+/// VM-entry MSR-load area and the IA32_FEATURE_CONTROL shadow.
 pub trait VmxBackend {
     /// What the processor supports.
     fn caps(&self) -> &CpuCaps;
