@@ -118,6 +118,15 @@ pub fn intercepted_msrs(hide_vmx: bool) -> impl Iterator<Item = u32> {
 pub const FEATURE_CONTROL_FOR_VMXON: FeatureControl =
     FeatureControl::LOCK.union(FeatureControl::VMX_OUTSIDE_SMX);
 
+/// What hv-stub writes to IA32_FEATURE_CONTROL before VMXON, as firmware
+/// would: the current value with [`FEATURE_CONTROL_FOR_VMXON`], if the MSR
+/// is still unlocked; `None` once locked (the value then stays until reset,
+/// and [`vmxon_allowed`] tells whether it allows VMX).
+pub fn feature_control_to_enable_vmx(current: u64) -> Option<u64> {
+    let locked = FeatureControl::from_bits_retain(current).contains(FeatureControl::LOCK);
+    (!locked).then_some(current | FEATURE_CONTROL_FOR_VMXON.bits())
+}
+
 /// Whether `feature_control` lets VMXON run outside SMX.
 pub fn vmxon_allowed(feature_control: u64) -> bool {
     FeatureControl::from_bits_retain(feature_control).contains(FEATURE_CONTROL_FOR_VMXON)

@@ -161,6 +161,9 @@ fn the_guest_sees_a_feature_control_shadow_and_hidden_vmx_msrs() {
         [&[0x3A][..], &(0x480..=0x493).collect::<Vec<_>>()].concat()
     );
 
+    assert_eq!(policy::feature_control_to_enable_vmx(0), Some(0b101));
+    assert_eq!(policy::feature_control_to_enable_vmx(0b10), Some(0b111));
+    assert_eq!(policy::feature_control_to_enable_vmx(0b001), None);
     assert!(policy::vmxon_allowed(0b101));
     assert!(!policy::vmxon_allowed(0b001) && !policy::vmxon_allowed(0b100));
     assert_eq!(policy::guest_feature_control(0b111, true), 0b001);
