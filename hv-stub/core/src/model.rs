@@ -16,50 +16,42 @@ use crate::policy::{self, GuestMsrAccess};
 use crate::validate::{self, is_canonical, EFER_VALID};
 use crate::vmx_backend::{GpFault, MsrEntry, VmxBackend};
 
-/// VMCS fields the model holds.
-const FIELDS: [u32; 40] = [
+/// VMCS fields the model holds besides the MSR fields of the table: the
+/// controls, MSR-area addresses and counts, CR0/CR4 and SSP it uses.
+const OTHER_FIELDS: [u32; 14] = [
     field::VM_EXIT_MSR_STORE_ADDR,
     field::VM_EXIT_MSR_STORE_COUNT,
     field::VM_ENTRY_MSR_LOAD_ADDR,
     field::VMCS_LINK_POINTER,
-    field::GUEST_IA32_DEBUGCTL,
-    field::GUEST_IA32_PAT,
-    field::GUEST_IA32_EFER,
-    field::GUEST_IA32_PERF_GLOBAL_CTRL,
-    field::GUEST_IA32_BNDCFGS,
-    field::GUEST_IA32_RTIT_CTL,
-    field::GUEST_IA32_PKRS,
-    field::HOST_IA32_PAT,
-    field::HOST_IA32_EFER,
-    field::HOST_IA32_PERF_GLOBAL_CTRL,
-    field::HOST_IA32_PKRS,
     field::VM_EXIT_CONTROLS,
     field::VM_ENTRY_CONTROLS,
     field::VM_ENTRY_MSR_LOAD_COUNT,
-    field::GUEST_SMBASE,
-    field::GUEST_IA32_SYSENTER_CS,
-    field::HOST_IA32_SYSENTER_CS,
     field::GUEST_CR0,
     field::GUEST_CR4,
-    field::GUEST_FS_BASE,
-    field::GUEST_GS_BASE,
-    field::GUEST_IA32_SYSENTER_ESP,
-    field::GUEST_IA32_SYSENTER_EIP,
-    field::GUEST_IA32_S_CET,
     field::GUEST_SSP,
-    field::GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR,
     field::HOST_CR4,
-    field::HOST_FS_BASE,
-    field::HOST_GS_BASE,
-    field::HOST_IA32_SYSENTER_ESP,
-    field::HOST_IA32_SYSENTER_EIP,
-    field::HOST_IA32_S_CET,
     field::HOST_SSP,
-    field::HOST_IA32_INTERRUPT_SSP_TABLE_ADDR,
     // Stand-ins, so that the table is not all MSR state.
     field::IO_BITMAP_A_ADDR,
     field::MSR_BITMAPS_ADDR,
 ];
+
+/// Every VMCS field the model holds: [`OTHER_FIELDS`] and the guest and
+/// host fields of the MSR table ([`msr_table::MSR_FIELDS`]).
+const FIELDS: [u32; OTHER_FIELDS.len() + msr_table::MSR_FIELDS.len()] = {
+    let mut all = [0; OTHER_FIELDS.len() + msr_table::MSR_FIELDS.len()];
+    let mut i = 0;
+    while i < all.len() {
+        all[i] = if i < OTHER_FIELDS.len() {
+            OTHER_FIELDS[i]
+        } else {
+            msr_table::MSR_FIELDS[i - OTHER_FIELDS.len()]
+        };
+        i += 1;
+    }
+    all
+};
+const _: () = assert!(msr_table::distinct(&FIELDS));
 
 /// MSRs the model's processor may implement (filtered by its capabilities):
 /// the routed ones and every other architectural MSR the validator knows

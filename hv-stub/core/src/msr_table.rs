@@ -177,6 +177,16 @@ impl MsrDescriptor {
         }
     }
 
+    /// The host-state field VM exit loads it from (under its exit
+    /// control, if it has one).
+    pub const fn host_field(&self) -> Option<u32> {
+        match self.exit.host {
+            HostValue::Field { field, .. } => Some(field),
+            HostValue::Efer => Some(field::HOST_IA32_EFER),
+            HostValue::Unchanged | HostValue::Cleared(_) => None,
+        }
+    }
+
     /// The VM-entry control that decides whether VM entry loads it.
     pub const fn entry_control(&self) -> Option<EntryControls> {
         match self.place {
@@ -559,6 +569,53 @@ pub const MODELLED: [u32; count(List::Modelled)] = numbers(List::Modelled);
 /// The MSRs an observer guest reads after every VM entry: the routed MSRs
 /// a guest can read (IA32_SMBASE excepted: RDMSR of it faults outside SMM).
 pub const WATCHED: [u32; count(List::Watched)] = numbers(List::Watched);
+
+const fn msr_field_count() -> usize {
+    let (mut n, mut i) = (0, 0);
+    while i < TABLE.len() {
+        n += TABLE[i].guest_field().is_some() as usize + TABLE[i].host_field().is_some() as usize;
+        i += 1;
+    }
+    n
+}
+
+/// The VMCS fields that hold MSR state: each entry's guest-state field and
+/// host-state field, in table order.
+pub const MSR_FIELDS: [u32; msr_field_count()] = {
+    let mut out = [0; msr_field_count()];
+    let (mut i, mut n) = (0, 0);
+    while i < TABLE.len() {
+        if let Some(f) = TABLE[i].guest_field() {
+            out[n] = f;
+            n += 1;
+        }
+        if let Some(f) = TABLE[i].host_field() {
+            out[n] = f;
+            n += 1;
+        }
+        i += 1;
+    }
+    out
+};
+
+/// Whether no number appears twice in `list` (for compile-time checks of
+/// the lists derived here).
+pub const fn distinct(list: &[u32]) -> bool {
+    let mut i = 0;
+    while i < list.len() {
+        let mut j = i + 1;
+        while j < list.len() {
+            if list[i] == list[j] {
+                return false;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    true
+}
+
+const _: () = assert!(distinct(&MODELLED) && distinct(&MSR_FIELDS));
 
 /// The table entry of `msr`.
 pub fn descriptor(msr: u32) -> Option<&'static MsrDescriptor> {

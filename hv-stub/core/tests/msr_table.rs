@@ -178,3 +178,40 @@ fn the_guest_sees_a_feature_control_shadow_and_hidden_vmx_msrs() {
     let bochs = hv_stub::CpuCaps::BOCHS_TIGERLAKE;
     assert!(policy::guest_feature_control_write(0, 1 << 20, &bochs).is_err());
 }
+
+#[test]
+fn the_msr_fields_are_every_guest_and_host_field_of_a_switched_msr() {
+    use hv_stub::msr::field::*;
+    let mut expected = vec![
+        GUEST_IA32_SYSENTER_CS,
+        GUEST_IA32_SYSENTER_ESP,
+        GUEST_IA32_SYSENTER_EIP,
+        GUEST_SMBASE,
+        GUEST_IA32_DEBUGCTL,
+        GUEST_IA32_PAT,
+        GUEST_IA32_EFER,
+        GUEST_IA32_PERF_GLOBAL_CTRL,
+        GUEST_IA32_BNDCFGS,
+        GUEST_IA32_RTIT_CTL,
+        GUEST_IA32_PKRS,
+        GUEST_IA32_S_CET,
+        GUEST_IA32_INTERRUPT_SSP_TABLE_ADDR,
+        GUEST_FS_BASE,
+        GUEST_GS_BASE,
+        HOST_IA32_SYSENTER_CS,
+        HOST_IA32_SYSENTER_ESP,
+        HOST_IA32_SYSENTER_EIP,
+        HOST_IA32_PAT,
+        HOST_IA32_EFER,
+        HOST_IA32_PERF_GLOBAL_CTRL,
+        HOST_IA32_PKRS,
+        HOST_IA32_S_CET,
+        HOST_IA32_INTERRUPT_SSP_TABLE_ADDR,
+        HOST_FS_BASE,
+        HOST_GS_BASE,
+    ];
+    let mut fields = msr_table::MSR_FIELDS.to_vec();
+    fields.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(fields, expected);
+}
