@@ -557,6 +557,102 @@ hv_vmexit_entry:
     hlt
     jmp 9b
 
+# ---------------------------------------------------------------------------
+# Application-processor trampoline. src/smp.rs copies hv_ap_trampoline ..
+# hv_ap_trampoline_end to AP_BASE (a page below 1 MiB that hv-stub keeps from
+# the guest) and sends the startup IPI with vector AP_BASE >> 12, so this
+# code runs at CS:IP = 0x0600:0000 in real mode. It takes the boot
+# processor's path (boot GDT, 32-bit, the same identity-mapped page tables
+# at 0x1000, long mode), draws a ticket (the arrival order), takes the
+# ticket's stack from hv_ap_stacks and calls hv_ap_main(ticket). A ticket
+# beyond the stacks parks the processor (IF=0, HLT).
+# ---------------------------------------------------------------------------
+    .set AP_BASE, 0x6000
+    .set AP_STACK, 16384
+    .set AP_MAX, 7                      # percpu::MAX_CPUS - 1
+    .global hv_ap_trampoline, hv_ap_trampoline_end, hv_ap_tickets
+    .section .text.hv_ap_trampoline, "ax"
+    .code16
+hv_ap_trampoline:
+    cli
+    cld
+    xor ax, ax
+    mov ds, ax
+    lgdt [AP_BASE + ap_gdt_desc - hv_ap_trampoline]
+    mov eax, cr0
+    or eax, 1
+    mov cr0, eax
+    .att_syntax
+    ljmpl $0x08, $(AP_BASE + ap_pm32 - hv_ap_trampoline)
+    .intel_syntax noprefix
+    .code32
+ap_pm32:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov fs, ax
+    mov gs, ax
+    mov eax, cr4
+    or eax, (1 << 5) | (1 << 9) | (1 << 10)
+    mov cr4, eax
+    mov eax, 0x1000
+    mov cr3, eax
+    mov ecx, 0xC0000080
+    rdmsr
+    or eax, 1 << 8
+    wrmsr
+    mov eax, cr0
+    and eax, ~((1 << 2) | (1 << 29) | (1 << 30))
+    or eax, (1 << 31) | (1 << 5) | (1 << 1) | 1
+    mov cr0, eax
+    .att_syntax
+    ljmp $0x18, $(AP_BASE + ap_lm64 - hv_ap_trampoline)
+    .intel_syntax noprefix
+    .code64
+ap_lm64:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov fs, ax
+    mov gs, ax
+    mov eax, 1
+    lock xadd dword ptr [hv_ap_tickets], eax
+    cmp eax, AP_MAX
+    jae ap_park
+    mov edi, eax
+    lea rsp, [rax + 1]
+    imul rsp, rsp, AP_STACK
+    mov rax, OFFSET hv_ap_stacks
+    add rsp, rax
+    mov rax, OFFSET hv_ap_main
+    call rax
+ap_park:
+    cli
+    hlt
+    jmp ap_park
+    .balign 8
+ap_gdt:
+    .quad 0
+    .quad 0x00CF9A000000FFFF            # 0x08: 32-bit code
+    .quad 0x00CF92000000FFFF            # 0x10: data
+    .quad 0x00AF9A000000FFFF            # 0x18: 64-bit code
+ap_gdt_desc:
+    .word 31
+    .long AP_BASE + ap_gdt - hv_ap_trampoline
+hv_ap_trampoline_end:
+
+    .section .data.hv_ap_tickets, "aw"
+    .balign 4
+hv_ap_tickets:
+    .long 0
+
+    .section .bss.hv_ap_stacks, "aw", @nobits
+    .balign 16
+hv_ap_stacks:
+    .skip AP_STACK * AP_MAX
+
 # The boot stack (hv_main's stack, never returned from).
     .section .bss.boot_stack, "aw", @nobits
     .balign 16

@@ -13,8 +13,9 @@
 # Standard output: port 0xE9 (hv-stub's HV lines, the observer's OBS/READY
 # lines, anything a guest writes there) and the guest's console on COM2
 # (ttyS1), line by line. Defaults: -t 30, -i 1000000 (observer) / 50000000
-# (Linux), -c 1, -m tigerlake (observer) / corei7_skylake_x (Linux; Debian's
-# kernel does not boot on tigerlake), -M 64 (observer) / 256 (Linux).
+# (Linux), -c 1 (1 to 8 CPUs, hv-stub runs on each), -m tigerlake (observer)
+# / corei7_skylake_x (Linux; Debian's kernel does not boot on tigerlake),
+# -M 64 (observer) / 256 (Linux).
 # Exit status: 1 as soon as a line starting with "HV ERROR" or "FATAL"
 # appeared (Bochs is killed HV_STUB_ERROR_GRACE seconds later, default 2, so
 # a debugger can still look); otherwise Bochs's own status (1 after a clean
@@ -62,9 +63,11 @@ else
     # An MSR the emulated CPU lacks must fault, as on hardware.
     bad_msrs=0
 fi
-if [ "$cpus" != 1 ]; then
-    echo "run-bochs.sh: -c $cpus is not supported yet: hv-stub virtualises only the boot CPU; a Linux guest would start the others outside hv-stub" >&2
-fi
+# hv-stub starts and virtualises every CPU, at most percpu::MAX_CPUS (8).
+case $cpus in
+    [1-8]) ;;
+    *) echo "run-bochs.sh: -c $cpus: hv-stub runs on 1 to 8 CPUs" >&2; exit 2 ;;
+esac
 img=${HV_STUB_IMG:-$here/target/hv-stub.img}
 [ -f "$img" ] || img=$("$here/build.sh")
 command -v bochs-bin >/dev/null || { echo "bochs-bin not found (apt-get install bochs bochsbios vgabios)" >&2; exit 2; }

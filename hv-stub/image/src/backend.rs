@@ -1,12 +1,17 @@
 //! The real VMX backend of hv-stub's routing: VMREAD/VMWRITE of the current
 //! VMCS, fault-safe RDMSR/WRMSR in VMX-root mode, the VM-entry MSR-load area
-//! and the IA32_FEATURE_CONTROL shadow the guest's RDMSR sees; and the
-//! processor it runs on, as the request handler sees it (`GuestCpu`).
+//! and the IA32_FEATURE_CONTROL shadow the guest's RDMSR sees; one per
+//! processor; and the processors as the request handler sees them
+//! (`Machine`).
 
 use hv_stub::cpus::{CpuError, CpuState, Processors};
 use hv_stub::{CpuCaps, GpFault, MsrEntry, VmxBackend};
 
-use crate::{cpu, say, vmx};
+use core::ptr::addr_of_mut;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::percpu::{self, MAX_CPUS};
+use crate::{cpu, mailbox, say, vmx};
 
 pub struct RealVmx {
     caps: CpuCaps,
@@ -100,24 +105,65 @@ impl VmxBackend for RealVmx {
     }
 }
 
-/// The one processor hv-stub virtualises today, and whether its guest still
-/// runs: once the guest cannot continue (triple fault, INIT, an access to
-/// hv-stub's memory, ...) it is `Stopped`, which the debugger sees in
-/// CPU_INFO and as "CPU inactive" for MSR requests.
-pub struct GuestCpu {
-    pub vmx: RealVmx,
-    pub state: CpuState,
+/// Each processor's backend, touched only by that processor (its exit
+/// handler, or a request it runs from its mailbox).
+static mut BACKENDS: [Option<RealVmx>; MAX_CPUS] = [const { None }; MAX_CPUS];
+/// Guards against a second live reference to a processor's backend.
+static IN_USE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// Installs processor `cpu`'s backend. Called by that processor before its
+/// first VM entry.
+pub fn install(cpu: usize, backend: RealVmx) {
+    with_slot(cpu, |slot| *slot = Some(backend));
 }
 
-impl Processors for GuestCpu {
+fn with_slot<R>(cpu: usize, f: impl FnOnce(&mut Option<RealVmx>) -> R) -> R {
+    assert!(
+        !IN_USE[cpu].swap(true, Ordering::Acquire),
+        "backend of CPU {cpu} borrowed twice"
+    );
+    // SAFETY: slot `cpu` is only touched by processor `cpu` (callers pass
+    // their own index), and the IN_USE flag rules out a nested borrow.
+    let slot = unsafe { &mut (*addr_of_mut!(BACKENDS))[cpu] };
+    let result = f(slot);
+    IN_USE[cpu].store(false, Ordering::Release);
+    result
+}
+
+/// Runs `f` with the backend of processor `cpu`, which must be the
+/// processor executing this.
+pub fn with_own<R>(cpu: usize, f: impl FnOnce(&mut RealVmx) -> R) -> R {
+    with_slot(cpu, |slot| match slot {
+        Some(backend) => f(backend),
+        None => crate::hv::fatal("a CPU's backend used before it exists"),
+    })
+}
+
+/// Budget for another processor to take a request, in TSC ticks: several
+/// of its longest poll periods (a halted guest backs off), yet under the
+/// client's per-attempt timeout under Bochs (docs/HV-STUB.md).
+static BUDGET: AtomicU64 = AtomicU64::new(0);
+
+pub fn set_request_budget(ticks: u64) {
+    BUDGET.store(ticks, Ordering::SeqCst);
+}
+
+/// The debuggee's processors as the request handler on the link's
+/// processor sees them: its own backend directly, every other one through
+/// that processor's mailbox. A processor whose guest is not running
+/// (waiting for SIPI, stopped) or that does not take the request in time
+/// is inactive.
+pub struct Machine;
+
+impl Processors for Machine {
     type Backend = RealVmx;
 
     fn count(&self) -> usize {
-        1
+        percpu::count()
     }
 
-    fn state(&self, _cpu: usize) -> CpuState {
-        self.state
+    fn state(&self, cpu: usize) -> CpuState {
+        percpu::state(cpu)
     }
 
     fn with_cpu<R>(
@@ -125,9 +171,15 @@ impl Processors for GuestCpu {
         cpu: usize,
         f: impl FnOnce(&mut RealVmx) -> R,
     ) -> Result<R, CpuError> {
-        if cpu != 0 {
+        if cpu >= percpu::count() {
             return Err(CpuError::NoCpu);
         }
-        Ok(f(&mut self.vmx))
+        if percpu::state(cpu) != CpuState::Running {
+            return Err(CpuError::Inactive);
+        }
+        if cpu == percpu::current() {
+            return Ok(with_own(cpu, f));
+        }
+        mailbox::run_on(cpu, BUDGET.load(Ordering::Relaxed), f).ok_or(CpuError::Inactive)
     }
 }

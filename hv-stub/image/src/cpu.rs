@@ -110,6 +110,13 @@ pub fn read_cr4() -> u64 {
 }
 
 /// # Safety
+/// The new value must point at page tables that keep the identity map.
+pub unsafe fn write_cr3(v: u64) {
+    // SAFETY: per the function contract.
+    unsafe { asm!("mov cr3, {}", in(reg) v, options(nostack, preserves_flags)) }
+}
+
+/// # Safety
 /// The new value must keep protected mode, paging and the identity map.
 pub unsafe fn write_cr0(v: u64) {
     // SAFETY: per the function contract.

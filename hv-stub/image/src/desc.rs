@@ -1,4 +1,4 @@
-//! Descriptor tables: the host GDT (with a 64-bit TSS, since VMX needs a
+//! Descriptor tables, one set per processor: the host GDT (with a 64-bit TSS, since VMX needs a
 //! non-zero host TR), the IDT shared by host and guest, two TSSs whose IST1
 //! stacks take every exception (the precompiled `core` uses the red zone, so
 //! exceptions must never push onto the interrupted stack), and the exception
@@ -8,6 +8,7 @@ use core::arch::asm;
 use core::ptr::addr_of_mut;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use crate::percpu::MAX_CPUS;
 use crate::{cpu, say};
 
 pub const CODE64: u16 = 0x18;
@@ -44,15 +45,19 @@ struct Tables {
     guest_ist: Stack,
 }
 
-static mut TABLES: Tables = Tables {
-    gdt: [0; 8],
-    idt: [[0; 2]; 32],
-    host_tss: Tss([0; 26]),
-    guest_tss: Tss([0; 26]),
-    host_ist: Stack([0; IST_STACK]),
-    guest_ist: Stack([0; IST_STACK]),
-};
-static TAKEN: AtomicBool = AtomicBool::new(false);
+/// One set per processor: a TSS descriptor is marked busy by LTR, and each
+/// processor needs its own IST stacks.
+static mut TABLES: [Tables; MAX_CPUS] = [const {
+    Tables {
+        gdt: [0; 8],
+        idt: [[0; 2]; 32],
+        host_tss: Tss([0; 26]),
+        guest_tss: Tss([0; 26]),
+        host_ist: Stack([0; IST_STACK]),
+        guest_ist: Stack([0; IST_STACK]),
+    }
+}; MAX_CPUS];
+static TAKEN: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
 extern "C" {
     static hv_exception_stubs: [u64; 32];
@@ -88,16 +93,17 @@ fn interrupt_gate(handler: u64) -> [u64; 2] {
     [low, handler >> 32]
 }
 
-/// Builds and loads the GDT, IDT and host TR. Called once, before VMXON.
-pub fn init() -> Loaded {
+/// Builds and loads processor `cpu`'s GDT, IDT and host TR. Called once on
+/// each processor, before VMXON.
+pub fn init(cpu: usize) -> Loaded {
     assert!(
-        !TAKEN.swap(true, Ordering::SeqCst),
+        !TAKEN[cpu].swap(true, Ordering::SeqCst),
         "descriptor tables initialised twice"
     );
     // SAFETY: the TAKEN flag makes this the only reference ever created to
-    // TABLES; the tables are 'static and never moved, so the addresses
+    // TABLES[cpu]; the tables are 'static and never moved, so the addresses
     // loaded into GDTR/IDTR/TR and the VMCS stay valid.
-    let t: &'static mut Tables = unsafe { &mut *addr_of_mut!(TABLES) };
+    let t: &'static mut Tables = unsafe { &mut (*addr_of_mut!(TABLES))[cpu] };
     let host_tss = &t.host_tss as *const Tss as u64;
     let guest_tss = &t.guest_tss as *const Tss as u64;
     t.host_tss.set_ist1(t.host_ist.0.as_ptr_range().end as u64);

@@ -1,7 +1,8 @@
 //! VM-exit handling: what hv-stub does for every exit a guest (the observer
 //! loop or a real OS) can cause. Instruction exits are emulated or turned
-//! into the exception the guest would get on a processor without VMX; exits
-//! that leave the guest unable to continue (triple fault, INIT, an access to
+//! into the exception the guest would get on a processor without VMX; INIT
+//! and SIPI start an application processor as on bare metal; exits that
+//! leave the guest unable to continue (triple fault, an access to
 //! hv-stub's memory, ...) print one `HV ERROR` line and stop the guest while
 //! the debugger link keeps being served.
 
@@ -10,10 +11,13 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use hv_stub::msr::{entry, field, index};
 use hv_stub::{policy, validate, VmxBackend};
 
+use hv_stub::cpus::CpuState;
+
 use crate::hv::GuestKind;
+use crate::percpu::{self, MAX_CPUS};
 use crate::run::Host;
 use crate::vmcs::{f, inject, r, reason, w};
-use crate::{cpu, memmap, say};
+use crate::{backend, cpu, guest_state, memmap, say};
 
 /// The guest's general-purpose registers, as the trampoline saved them.
 #[repr(C)]
@@ -76,9 +80,9 @@ pub enum Next {
     Stop,
 }
 
-/// An NMI that hit the host (VMX root, IF=0): delivered to the guest at the
-/// next VM entry that can take it.
-static HOST_NMI: AtomicBool = AtomicBool::new(false);
+/// An NMI that hit the host (VMX root, IF=0), per processor: delivered to
+/// that processor's guest at its next VM entry that can take it.
+static HOST_NMI: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// Set for a guest with its own IDT and NMI exiting (Linux): then an NMI
 /// that reaches hv-stub's IDT arrived while the host ran. (The observer
 /// shares the host's IDT, so there an NMI stays fatal.)
@@ -90,7 +94,7 @@ pub fn take_host_nmi() -> bool {
     if !FORWARD_HOST_NMIS.load(Ordering::SeqCst) {
         return false;
     }
-    HOST_NMI.store(true, Ordering::SeqCst);
+    HOST_NMI[percpu::current()].store(true, Ordering::SeqCst);
     true
 }
 
@@ -219,13 +223,21 @@ impl Host {
                 say!("HV ERROR guest triple fault at rip {:#x}", r(f::GUEST_RIP));
                 Next::Stop
             }
+            reason::INIT if self.cpu != 0 => {
+                // As on bare metal: the processor waits for a startup IPI.
+                guest_state::wait_for_sipi(&self.fixed_crs);
+                percpu::set_state(self.cpu, CpuState::NotStarted);
+                Next::Resume
+            }
             reason::INIT => {
-                say!("HV ERROR guest received INIT (a reset; one CPU: nothing to restart)");
+                say!("HV ERROR guest received INIT on the boot CPU (a reset: not supported)");
                 Next::Stop
             }
             reason::SIPI => {
-                say!("HV ERROR guest received a startup IPI (only one CPU is supported)");
-                Next::Stop
+                let vector = r(f::EXIT_QUALIFICATION) & 0xFF;
+                guest_state::start_at_sipi(vector);
+                percpu::set_state(self.cpu, CpuState::Running);
+                Next::Resume
             }
             reason::TASK_SWITCH => {
                 say!(
@@ -244,7 +256,7 @@ impl Host {
             }
         };
         if matches!(next, Next::Resume) {
-            deliver_host_nmi();
+            deliver_host_nmi(self.cpu);
         }
         next
     }
@@ -252,7 +264,7 @@ impl Host {
     fn guest_rdmsr(&mut self, regs: &mut GuestRegs) -> Next {
         let msr = regs.rcx as u32;
         let value = if msr == index::IA32_FEATURE_CONTROL {
-            Some(*self.link.stub.backend_mut().vmx.feature_control_shadow())
+            Some(backend::with_own(self.cpu, |b| *b.feature_control_shadow()))
         } else if self.kind == GuestKind::Linux && policy::hidden_from_guest(msr) {
             None
         } else {
@@ -272,16 +284,17 @@ impl Host {
         let msr = regs.rcx as u32;
         let value = regs.edx_eax();
         let ok = if msr == index::IA32_FEATURE_CONTROL {
-            let backend = &mut self.link.stub.backend_mut().vmx;
-            let caps = *backend.caps();
-            let shadow = backend.feature_control_shadow();
-            let valid = matches!(validate::wrmsr_check(msr, value, &caps), Some(Ok(())));
-            if *shadow & 1 == 0 && valid {
-                *shadow = value;
-                true
-            } else {
-                false
-            }
+            backend::with_own(self.cpu, |backend| {
+                let caps = *backend.caps();
+                let shadow = backend.feature_control_shadow();
+                let valid = matches!(validate::wrmsr_check(msr, value, &caps), Some(Ok(())));
+                if *shadow & 1 == 0 && valid {
+                    *shadow = value;
+                    true
+                } else {
+                    false
+                }
+            })
         } else if policy::hidden_from_guest(msr) {
             false // read-only, and absent for a guest without VMX
         } else {
@@ -505,15 +518,15 @@ fn guest_nmi() -> Next {
 
 /// A host NMI is handed to the guest when nothing else is being injected
 /// and the guest does not block NMIs; otherwise it waits for a later exit.
-fn deliver_host_nmi() {
-    if !HOST_NMI.load(Ordering::SeqCst) || r(f::ENTRY_INTR_INFO) & (1 << 31) != 0 {
+fn deliver_host_nmi(cpu: usize) {
+    if !HOST_NMI[cpu].load(Ordering::SeqCst) || r(f::ENTRY_INTR_INFO) & (1 << 31) != 0 {
         return;
     }
     // Blocking by STI, MOV SS or NMI.
     if r(f::GUEST_INTERRUPTIBILITY) & 0b1011 != 0 {
         return;
     }
-    HOST_NMI.store(false, Ordering::SeqCst);
+    HOST_NMI[cpu].store(false, Ordering::SeqCst);
     w(f::ENTRY_INTR_INFO, inject::NMI.into());
 }
 

@@ -11,14 +11,15 @@ use pulse_proto::message::caps;
 
 use hv_stub::cpus::CpuState;
 
-use crate::backend::{GuestCpu, RealVmx};
+use crate::backend::{self, Machine, RealVmx};
 use crate::guest_state::{self, Initial};
-use crate::link::{Link, PollPeriod};
+use crate::link::{self, Link, PollPeriod};
+use crate::percpu::{self, MAX_CPUS};
 use crate::run::{self, Host};
 use crate::setup::{self, Config, HostMsrs, VmxPages, DEFAULT_PAT};
 use crate::uart::Uart;
 use crate::vmcs::*;
-use crate::{cpu, desc, entropy, ept, firmware, guest, key, linux, memmap, say, vmx};
+use crate::{cpu, desc, entropy, ept, firmware, guest, key, linux, memmap, say, smp, vmx};
 
 /// Linux's 64-bit entry: PE, MP, ET, NE, PG; CR4.PAE; EFER.LME|LMA.
 const LINUX_CR0: u64 = 0x8000_0023;
@@ -40,17 +41,43 @@ pub struct GuestHas {
     pub xsaves: bool,
 }
 
-static mut PAGES: VmxPages = VmxPages::ZERO;
-static PAGES_TAKEN: AtomicBool = AtomicBool::new(false);
+/// Each processor's VMX pages, taken once by that processor.
+static mut PAGES: [VmxPages; MAX_CPUS] = [const { VmxPages::ZERO }; MAX_CPUS];
+static PAGES_TAKEN: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
-fn take_pages() -> &'static mut VmxPages {
+fn take_pages(cpu: usize) -> &'static mut VmxPages {
     assert!(
-        !PAGES_TAKEN.swap(true, Ordering::SeqCst),
+        !PAGES_TAKEN[cpu].swap(true, Ordering::SeqCst),
         "VMX pages taken twice"
     );
     // SAFETY: the flag above makes this the only reference ever created to
-    // PAGES, which is 'static.
-    unsafe { &mut *addr_of_mut!(PAGES) }
+    // PAGES[cpu], which is 'static.
+    unsafe { &mut (*addr_of_mut!(PAGES))[cpu] }
+}
+
+/// What the boot processor decided for every processor: the controls, and
+/// for a Linux guest the EPT pointer.
+#[derive(Clone, Copy)]
+struct Plan {
+    config: Config,
+    eptp: u64,
+}
+
+static mut PLAN: Option<Plan> = None;
+
+fn publish(plan: Plan) {
+    // SAFETY: written once by the boot processor before it starts the
+    // application processors, which read it only after `smp::arrive`
+    // (ordered by the SeqCst flag the boot processor sets afterwards).
+    unsafe { *addr_of_mut!(PLAN) = Some(plan) };
+}
+
+fn plan() -> Plan {
+    // SAFETY: see `publish`: never written again once published.
+    match unsafe { *core::ptr::addr_of!(PLAN) } {
+        Some(plan) => plan,
+        None => fatal("an application processor ran before the plan"),
+    }
 }
 
 pub fn fatal(what: &str) -> ! {
@@ -63,7 +90,7 @@ pub fn start() -> ! {
     // Before anything reuses the low pages boot.s filled.
     let firmware_map = firmware::e820();
     let payload = firmware::payload();
-    let tables = desc::init();
+    let tables = desc::init(0);
     let feature_control = setup::enable_vmx();
     let kind = if payload.is_some() {
         GuestKind::Linux
@@ -75,11 +102,47 @@ pub fn start() -> ! {
         say!("HV no UART at COM1 (0x3f8): no debugger link; the guest runs without it");
     }
     let config = Config::choose(kind, feature_control, uart.is_some());
-    let pages = take_pages();
+    let fixed_crs = config.fixed_crs;
+
+    // A Linux guest: its boot structures and the EPT every processor uses,
+    // before any other processor runs.
+    let mut linux_entry = None;
+    let mut eptp = 0;
+    if let Some(payload) = payload.as_ref() {
+        let map = memmap::guest_map(&firmware_map);
+        for e in map.iter() {
+            say!("HV guest e820 {:#x}-{:#x} type {}", e.addr, e.end(), e.kind);
+        }
+        let loaded = match linux::load(payload, &map) {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                say!("HV ERROR {error}");
+                crate::console::shutdown()
+            }
+        };
+        eptp = match ept::build(&memmap::hv_stub_ranges(), map.ram_top()) {
+            Ok(eptp) => eptp,
+            Err(why) => fatal(why),
+        };
+        say!(
+            "HV Linux: entry {:#x}, boot_params {:#x}, {} command-line bytes",
+            loaded.rip,
+            loaded.rsi,
+            payload.cmdline().len()
+        );
+        linux_entry = Some(loaded);
+    }
+    publish(Plan { config, eptp });
+    percpu::set_state(0, CpuState::Running);
+    let cpus = smp::start_application_processors();
+    say!("HV {cpus} CPU(s)");
+    // Several of a halted processor's longest poll periods.
+    backend::set_request_budget(config.poll_ticks << (link::MAX_BACKOFF_SHIFT + 2));
+
+    let pages = take_pages(0);
     setup::enter_vmx(&config, pages);
     let host_msrs = HostMsrs::read();
     let load_count = setup::write_vmcs(&config, pages, &tables, &host_msrs);
-    let fixed_crs = config.fixed_crs;
 
     // --- guest state ------------------------------------------------------
     let mut guest_rsi = 0;
@@ -87,48 +150,18 @@ pub fn start() -> ! {
     // with VMX disabled, matching CPUID without VMX.
     let mut feature_control_shadow = feature_control;
     match kind {
-        GuestKind::Observer => {
-            // Shares the host's CRs; no masks (it never writes them).
-            w(f::CR0_MASK, 0);
-            w(f::CR4_MASK, 0);
-            let init = Initial {
-                cr0: config.cr0,
-                cr0_shadow: config.cr0,
-                cr3: cpu::read_cr3(),
-                cr4: config.cr4,
-                cr4_shadow: config.cr4,
-                pat: host_msrs.pat,
-                efer: host_msrs.efer,
-                perf_global: host_msrs.perf_global,
-                entry_ctls: config.entry_ctls,
-                rip: guest::guest_main as *const () as u64,
-                // As if called: RSP = 8 mod 16 at the first instruction.
-                rsp: pages.guest_stack.as_ptr_range().end as u64 - 8,
-            };
-            guest_state::observer(&init, &tables);
-        }
+        GuestKind::Observer => observer_state(
+            &config,
+            &host_msrs,
+            &tables,
+            guest::guest_main as *const () as u64,
+            pages.guest_stack.as_ptr_range().end as u64,
+        ),
         GuestKind::Linux => {
-            let Some(payload) = payload.as_ref() else {
+            let Some(loaded) = linux_entry else {
                 fatal("no payload")
             };
-            let map = memmap::guest_map(&firmware_map);
-            for e in map.iter() {
-                say!("HV guest e820 {:#x}-{:#x} type {}", e.addr, e.end(), e.kind);
-            }
-            let loaded = match linux::load(payload, &map) {
-                Ok(loaded) => loaded,
-                Err(error) => {
-                    say!("HV ERROR {error}");
-                    crate::console::shutdown()
-                }
-            };
-            let eptp = match ept::build(&memmap::hv_stub_ranges(), map.ram_top()) {
-                Ok(eptp) => eptp,
-                Err(why) => fatal(why),
-            };
-            w(f::EPT_POINTER, eptp);
-            w(f::CR0_MASK, fixed_crs.cr0_mask());
-            w(f::CR4_MASK, fixed_crs.cr4_mask());
+            linux_controls(&config, eptp);
             let init = Initial {
                 cr0: (LINUX_CR0 | fixed_crs.cr0_fixed0) & fixed_crs.cr0_fixed1,
                 cr0_shadow: LINUX_CR0,
@@ -146,35 +179,25 @@ pub fn start() -> ! {
             guest_rsi = loaded.rsi;
             crate::exits::FORWARD_HOST_NMIS.store(true, Ordering::SeqCst);
             feature_control_shadow &= !0b110;
-            say!(
-                "HV Linux: entry {:#x}, boot_params {:#x}, {} command-line bytes",
-                loaded.rip,
-                loaded.rsi,
-                payload.cmdline().len()
-            );
         }
     }
 
     // --- the request handler, then launch ---------------------------------
-    let backend = RealVmx::new(
-        config.caps,
-        &mut pages.load_area[..],
-        load_count,
-        feature_control_shadow,
-        kind == GuestKind::Linux,
+    backend::install(
+        0,
+        RealVmx::new(
+            config.caps,
+            &mut pages.load_area[..],
+            load_count,
+            feature_control_shadow,
+            kind == GuestKind::Linux,
+        ),
     );
     let guest_caps = match kind {
         GuestKind::Observer => caps::REAL_VMX | caps::GUEST_OBSERVER,
         GuestKind::Linux => caps::REAL_VMX,
     };
-    let mut stub = Stub::new(
-        GuestCpu {
-            vmx: backend,
-            state: CpuState::Running,
-        },
-        guest_caps,
-        entropy::sample(),
-    );
+    let mut stub = Stub::new(Machine, guest_caps, entropy::sample());
     // Session numbers and handshake nonces (docs/SECURITY.md).
     for _ in 0..4 {
         stub.add_entropy(entropy::sample());
@@ -184,24 +207,116 @@ pub fn start() -> ! {
         stub.set_key(key);
         say!("HV link: authenticated (a key is set)");
     }
-    run::install(Host {
-        link: Link::new(stub, uart),
-        kind,
-        ready: kind == GuestKind::Linux,
+    run::install(host(0, &config, Some(Link::new(stub, uart))));
+    say!("HV launching guest");
+    launch(guest_rsi)
+}
+
+fn host(cpu: usize, config: &Config, link: Option<Link>) -> Host {
+    Host {
+        cpu,
+        link,
+        kind: config.kind,
+        ready: config.kind == GuestKind::Linux,
         exits: 0,
-        fixed_crs,
+        fixed_crs: config.fixed_crs,
         guest_has: config.guest_has,
         com1_noted: false,
         com1_write_reported: false,
+        timer: config.pin & PIN_PREEMPTION_TIMER != 0,
         poll: PollPeriod::new(config.poll_ticks),
         timer_rate: config.timer_rate,
         timer_value: config.timer_value,
-    });
-    say!("HV launching guest");
-    // SAFETY: the VMCS is complete (above); RSI is what the guest's entry
-    // point expects (boot_params for Linux).
-    unsafe { vmx::vmlaunch(guest_rsi) };
+    }
+}
+
+/// A Linux guest's EPT and CR guest/host masks (every bit VMX fixes).
+fn linux_controls(config: &Config, eptp: u64) {
+    w(f::EPT_POINTER, eptp);
+    w(f::CR0_MASK, config.fixed_crs.cr0_mask());
+    w(f::CR4_MASK, config.fixed_crs.cr4_mask());
+}
+
+/// The observer guest's state: the host's CRs (no masks: it never writes
+/// them) and MSRs, its own stack, entered at `rip`.
+fn observer_state(config: &Config, host: &HostMsrs, tables: &desc::Loaded, rip: u64, stack: u64) {
+    w(f::CR0_MASK, 0);
+    w(f::CR4_MASK, 0);
+    let init = Initial {
+        cr0: config.cr0,
+        cr0_shadow: config.cr0,
+        cr3: cpu::read_cr3(),
+        cr4: config.cr4,
+        cr4_shadow: config.cr4,
+        pat: host.pat,
+        efer: host.efer,
+        perf_global: host.perf_global,
+        entry_ctls: config.entry_ctls,
+        rip,
+        // As if called: RSP = 8 mod 16 at the first instruction.
+        rsp: stack - 8,
+    };
+    guest_state::observer(&init, tables);
+}
+
+fn launch(rsi: u64) -> ! {
+    // SAFETY: the VMCS is complete (written by the caller); RSI is what the
+    // guest's entry point expects (boot_params for Linux, the processor's
+    // index for the observer on an application processor).
+    unsafe { vmx::vmlaunch(rsi) };
     let error = r(vmx::VM_INSTRUCTION_ERROR);
     say!("HV ERROR VMLAUNCH failed, VM-instruction error {error}");
     fatal("VMLAUNCH")
+}
+
+/// An application processor, from the boot.s trampoline (on its own
+/// stack, IF=0, long mode on the boot page tables): enters VMX operation
+/// with its own structures and launches its guest: for a Linux guest in
+/// wait-for-SIPI, so the guest OS starts it as on bare metal; the observer
+/// runs at once.
+#[no_mangle]
+extern "C" fn hv_ap_main(_ticket: u32) -> ! {
+    let Some(cpu) = smp::arrive() else {
+        // Too late to be counted: stays parked outside any guest.
+        loop {
+            cpu::halt();
+        }
+    };
+    let Plan { config, eptp } = plan();
+    let tables = desc::init(cpu);
+    let feature_control = setup::enable_vmx();
+    let pages = take_pages(cpu);
+    setup::enter_vmx(&config, pages);
+    let host_msrs = HostMsrs::read();
+    let load_count = setup::write_vmcs(&config, pages, &tables, &host_msrs);
+    let mut feature_control_shadow = feature_control;
+    match config.kind {
+        GuestKind::Observer => {
+            observer_state(
+                &config,
+                &host_msrs,
+                &tables,
+                guest::ap_guest_main as *const () as u64,
+                pages.guest_stack.as_ptr_range().end as u64,
+            );
+            percpu::set_state(cpu, CpuState::Running);
+        }
+        GuestKind::Linux => {
+            linux_controls(&config, eptp);
+            guest_state::wait_for_sipi(&config.fixed_crs);
+            feature_control_shadow &= !0b110;
+        }
+    }
+    backend::install(
+        cpu,
+        RealVmx::new(
+            config.caps,
+            &mut pages.load_area[..],
+            load_count,
+            feature_control_shadow,
+            config.kind == GuestKind::Linux,
+        ),
+    );
+    run::install(host(cpu, &config, None));
+    launch(cpu as u64)
 }

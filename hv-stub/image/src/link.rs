@@ -5,9 +5,7 @@
 
 use hv_stub::Stub;
 
-use hv_stub::cpus::CpuState;
-
-use crate::backend::GuestCpu;
+use crate::backend::Machine;
 use crate::uart::Uart;
 
 /// Polls of an idle UART before a partly received frame is left for the
@@ -16,7 +14,7 @@ const IDLE_POLLS: u32 = 20_000;
 
 /// How far the poll period backs off while the guest is halted and the
 /// line is quiet: 64 x the base period.
-const MAX_BACKOFF_SHIFT: u32 = 6;
+pub const MAX_BACKOFF_SHIFT: u32 = 6;
 
 /// The VMX-preemption-timer period. A halted guest with a quiet line is
 /// polled less and less often (doubling up to 64 x the base), because each
@@ -50,12 +48,12 @@ impl PollPeriod {
 }
 
 pub struct Link {
-    pub stub: Stub<GuestCpu>,
+    pub stub: Stub<Machine>,
     uart: Option<Uart>,
 }
 
 impl Link {
-    pub fn new(stub: Stub<GuestCpu>, uart: Option<Uart>) -> Link {
+    pub fn new(stub: Stub<Machine>, uart: Option<Uart>) -> Link {
         Link { stub, uart }
     }
 
@@ -98,10 +96,10 @@ impl Link {
         }
     }
 
-    /// After the guest stopped for good: serve the link forever (the
-    /// debugger sees the processor stopped), or halt without one.
+    /// After the link processor's guest stopped for good: serve the link
+    /// forever (the debugger sees the processor stopped), or halt without
+    /// one.
     pub fn serve_forever(&mut self) -> ! {
-        self.stub.backend_mut().state = CpuState::Stopped;
         loop {
             if self.uart.is_some() {
                 let _ = self.serve();

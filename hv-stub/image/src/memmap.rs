@@ -41,9 +41,10 @@ impl Range {
 }
 
 /// hv-stub's own pages, page-granular: the host page tables boot.s built
-/// (0x1000-0x3FFF), the loaded image (boot sector page to `_image_end`:
-/// code, read-only data, data) and `.bss` (VMX regions, stacks, descriptor
-/// tables, EPT tables, I/O and MSR bitmaps).
+/// (0x1000-0x3FFF), the application processors' trampoline page (0x6000),
+/// the loaded image (boot sector page 0x7000 to `_image_end`: code,
+/// read-only data, data) and `.bss` (VMX regions, stacks, descriptor
+/// tables, EPT tables, I/O and MSR bitmaps, per processor).
 pub fn hv_stub_ranges() -> [Range; 3] {
     let image_end = addr_of!(_image_end) as u64;
     let bss_start = addr_of!(_bss_start) as u64;
@@ -54,7 +55,7 @@ pub fn hv_stub_ranges() -> [Range; 3] {
             end: 0x4000,
         },
         Range {
-            start: page_down(0x7C00),
+            start: crate::smp::AP_BASE,
             end: page_up(image_end),
         },
         Range {

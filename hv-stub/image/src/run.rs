@@ -1,22 +1,29 @@
-//! The run loop: every VM exit enters `hv_vmexit` (from the boot.s
-//! trampoline), which has `exits` handle it and then serves the debugger
-//! `link` before the guest resumes.
+//! The run loop of every processor: each VM exit enters `hv_vmexit` (from
+//! the boot.s trampoline, on that processor's exit stack), which has `exits`
+//! handle it, runs a debugger request posted for this processor
+//! (`mailbox`), serves the debugger `link` on the processor that owns it,
+//! and sets the next poll period before the guest resumes.
 
 use core::ptr::addr_of_mut;
+
+use hv_stub::cpus::CpuState;
 
 use crate::exits::{FixedCrs, GuestRegs, Next};
 use crate::hv::{fatal, GuestHas, GuestKind};
 use crate::link::{Link, PollPeriod};
-use crate::say;
+use crate::percpu::{self, MAX_CPUS};
 use crate::vmcs::{f, r, w};
-use crate::vmx;
+use crate::{cpu, mailbox, say, vmx};
 
 /// Guest activity state "HLT" (VMCS guest activity state field).
 const ACTIVITY_HLT: u64 = 1;
 
-/// Everything the VM-exit handler needs.
+/// Everything one processor's VM-exit handler needs.
 pub struct Host {
-    pub link: Link,
+    pub cpu: usize,
+    /// The debugger link, on the one processor that serves it (the boot
+    /// processor).
+    pub link: Option<Link>,
     pub kind: GuestKind,
     /// The observer guest said READY (a Linux guest is served at once).
     pub ready: bool,
@@ -25,6 +32,8 @@ pub struct Host {
     pub guest_has: GuestHas,
     pub com1_noted: bool,
     pub com1_write_reported: bool,
+    /// The VMX-preemption timer is on (COM1 has a UART).
+    pub timer: bool,
     pub poll: PollPeriod,
     /// IA32_VMX_MISC[4:0]: the timer counts TSC >> this.
     pub timer_rate: u32,
@@ -32,22 +41,23 @@ pub struct Host {
     pub timer_value: u64,
 }
 
-static mut HOST: Option<Host> = None;
+static mut HOSTS: [Option<Host>; MAX_CPUS] = [const { None }; MAX_CPUS];
 
-/// Installs the exit handler's state. Called once, before VMLAUNCH.
+/// Installs processor `host.cpu`'s exit state. Called by that processor
+/// once, before its VMLAUNCH.
 pub fn install(host: Host) {
-    // SAFETY: written once, before VMLAUNCH; nothing else refers to HOST
-    // until the first VM exit.
-    unsafe { *addr_of_mut!(HOST) = Some(host) };
+    let cpu = host.cpu;
+    // SAFETY: slot `cpu` is written once by processor `cpu` before its
+    // VMLAUNCH; nothing else refers to it until that processor's first exit.
+    unsafe { (*addr_of_mut!(HOSTS))[cpu] = Some(host) };
 }
 
-/// The host state, from the VM-exit handler.
-fn host() -> &'static mut Host {
-    // SAFETY: HOST is written once in `install` before VMLAUNCH and
-    // afterwards only used here, from the VM-exit handler, which runs on one
-    // CPU with IF=0 and is never re-entered (the guest does not run
-    // meanwhile), so no two references are live at once.
-    match unsafe { &mut *addr_of_mut!(HOST) } {
+/// Processor `cpu`'s exit state, from its VM-exit handler.
+fn host(cpu: usize) -> &'static mut Host {
+    // SAFETY: slot `cpu` is used only by processor `cpu`, from its VM-exit
+    // handler, which runs with IF=0 and is never re-entered (its guest does
+    // not run meanwhile), so no two references are live at once.
+    match unsafe { &mut (*addr_of_mut!(HOSTS))[cpu] } {
         Some(host) => host,
         None => fatal("VM exit before the host state exists"),
     }
@@ -56,11 +66,17 @@ fn host() -> &'static mut Host {
 /// Called by the boot.s trampoline on every VM exit.
 #[no_mangle]
 extern "C" fn hv_vmexit(regs: &mut GuestRegs) {
-    let host = host();
+    let cpu = percpu::current();
+    let host = host(cpu);
     match host.on_exit(regs) {
         Next::Resume => {
-            if host.ready && host.link.has_uart() {
-                let busy = host.link.serve();
+            let mut busy = mailbox::take(cpu);
+            if let Some(link) = host.link.as_mut() {
+                if host.ready && link.has_uart() {
+                    busy |= link.serve();
+                }
+            }
+            if host.timer {
                 let halted = r(f::GUEST_ACTIVITY) == ACTIVITY_HLT;
                 let value = (host.poll.next(busy, halted) >> host.timer_rate).max(1);
                 if value != host.timer_value {
@@ -69,9 +85,26 @@ extern "C" fn hv_vmexit(regs: &mut GuestRegs) {
                 }
             }
         }
-        Next::Stop => {
+        Next::Stop => stop(host),
+    }
+}
+
+/// The guest of this processor cannot continue: the debugger sees it
+/// stopped; the link's processor goes on serving the link, any other
+/// processor halts in VMX root (where INIT is blocked, so it stays out of
+/// the guest).
+fn stop(host: &mut Host) -> ! {
+    percpu::set_state(host.cpu, CpuState::Stopped);
+    match host.link.as_mut() {
+        Some(link) => {
             say!("HV guest stopped; the debugger link is still served");
-            host.link.serve_forever()
+            link.serve_forever()
+        }
+        None => {
+            say!("HV CPU {}: guest stopped", host.cpu);
+            loop {
+                cpu::halt();
+            }
         }
     }
 }
@@ -81,5 +114,5 @@ extern "C" fn hv_vmexit(regs: &mut GuestRegs) {
 extern "C" fn hv_vmresume_failed() -> ! {
     let error = r(vmx::VM_INSTRUCTION_ERROR);
     say!("HV ERROR VMRESUME failed, VM-instruction error {error}");
-    host().link.serve_forever()
+    stop(host(percpu::current()))
 }

@@ -7,6 +7,7 @@ use crate::{say, vmx};
 /// VMCS encodings not in `hv_stub::msr::field`.
 pub mod f {
     pub const GUEST_ES_SELECTOR: u32 = 0x800;
+    pub const GUEST_CS_SELECTOR: u32 = 0x802;
     pub const GUEST_TR_SELECTOR: u32 = 0x80E;
     pub const HOST_ES_SELECTOR: u32 = 0xC00;
     pub const HOST_CS_SELECTOR: u32 = 0xC02;
@@ -50,6 +51,7 @@ pub mod f {
     pub const EXIT_QUALIFICATION: u32 = 0x6400;
     pub const GUEST_CR3: u32 = 0x6802;
     pub const GUEST_ES_BASE: u32 = 0x6806;
+    pub const GUEST_CS_BASE: u32 = 0x6808;
     pub const GUEST_TR_BASE: u32 = 0x6814;
     pub const GUEST_GDTR_BASE: u32 = 0x6816;
     pub const GUEST_IDTR_BASE: u32 = 0x6818;
