@@ -363,6 +363,7 @@ impl Link {
                 Message::HelloAck {
                     version,
                     capabilities,
+                    ..
                 },
                 Opening::Plain,
             ) => (version, capabilities, None),
@@ -371,6 +372,7 @@ impl Link {
                     nonce: debuggee_nonce,
                     version,
                     capabilities,
+                    ..
                 },
                 Opening::AuthHello { key, nonce },
             ) => (
@@ -442,6 +444,13 @@ impl Link {
             );
             match answer {
                 Ok((_, reply)) => return Ok(reply),
+                Err(Failure::Status(Status::TIMEOUT)) => {
+                    // The request may never have arrived, and the debuggee
+                    // would hold every later one for it: the next request
+                    // goes into a new session, which makes this one inert.
+                    self.session = None;
+                    return Err(Status::TIMEOUT);
+                }
                 Err(Failure::Status(status)) => return Err(status),
                 Err(Failure::OutOfSequence) => {
                     self.session = None;

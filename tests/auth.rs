@@ -302,7 +302,7 @@ fn nobody_without_the_key_takes_the_debuggee_from_an_authenticated_client() {
         &[hello.to_frame(NO_SESSION, 0x100).as_bytes().to_vec()],
         Duration::from_millis(300),
     );
-    assert_eq!(answers.len(), 6 + 16 + 5 + 8 + 2, "{answers:02x?}");
+    assert_eq!(answers.len(), 6 + 16 + 6 + 8 + 2, "{answers:02x?}");
     let pending = answers[3];
     let mut debuggee_nonce = [0u8; NONCE_LEN];
     debuggee_nonce.copy_from_slice(&answers[6..6 + NONCE_LEN]);

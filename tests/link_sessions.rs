@@ -197,10 +197,14 @@ fn after_an_outage_the_next_call_resynchronises_and_nothing_runs_twice() {
     assert_eq!(engine.write_msr(IA32_LSTAR, kernel_address(2)), Ok(()));
     assert!(start.elapsed() < budget(&cfg));
     let after = handler_stats(&sim.target);
-    // Refused once as out of sequence, then a new session and one execution.
-    assert_eq!(after.out_of_sequence - before.out_of_sequence, 1);
+    // The timed-out requests may never have arrived (the debuggee would
+    // hold later ones for them): a new session first, nothing refused, and
+    // one execution.
+    assert_eq!(after.out_of_sequence - before.out_of_sequence, 0);
     assert_eq!(after.handshakes - before.handshakes, 1);
     assert_eq!(after.writes_executed - before.writes_executed, 1);
     assert_eq!(engine.read_msr(IA32_LSTAR), Ok(kernel_address(2)));
-    assert_eq!(engine.stats().handshakes, 2);
+    // The first session, then a new one tried by each call after the first
+    // timeout (calls 2 to 5, lost too), and the one that succeeded.
+    assert_eq!(engine.stats().handshakes, 1 + 4 + 1);
 }

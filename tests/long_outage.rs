@@ -100,12 +100,13 @@ fn outage_of(calls: u64) -> Recovery {
 }
 
 #[test]
-fn after_40000_timed_out_calls_the_debuggee_says_out_of_sequence_and_one_handshake_recovers() {
+fn after_40000_timed_out_calls_one_handshake_recovers() {
     // Past a 2^15 window: a serial-number check would call every later
-    // request stale and the engine would time out for good.
+    // request stale and the engine would time out for good. After a timed
+    // out request the engine opens a new session before the next one.
     let r = outage_of(40_000);
-    assert_eq!(r.hellos_lost, 0, "the session was not used up");
-    assert_eq!(r.naks, 1, "refused once as out of sequence");
+    assert!(r.hellos_lost > 0, "no new session was attempted");
+    assert_eq!(r.naks, 0, "nothing was refused");
     assert_eq!(r.handshakes, 1, "one new session");
     assert_eq!(r.writes_executed, 2, "only the two writes that got through");
 }

@@ -219,6 +219,7 @@ fn peer_speaking_another_protocol_version_is_revision_mismatch() {
         let ack = Message::HelloAck {
             version: PROTOCOL_VERSION + 1,
             capabilities: 0,
+            window: 32,
         };
         Some(ack.to_frame(7, f.seq).as_bytes().to_vec())
     }));
@@ -243,6 +244,7 @@ fn handshake_answer_without_a_session_is_invalid_packet() {
         let ack = Message::HelloAck {
             version: PROTOCOL_VERSION,
             capabilities: 0,
+            window: 32,
         };
         Some(
             ack.to_frame(pulse::pulse_proto::NO_SESSION, f.seq)
@@ -262,6 +264,7 @@ fn wrong_answer_to_our_request_is_invalid_packet() {
             Message::HelloAck {
                 version: PROTOCOL_VERSION,
                 capabilities: 0,
+                window: 32,
             }
         } else {
             Message::ReadAck {

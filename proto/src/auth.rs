@@ -448,12 +448,13 @@ mod tests {
     fn the_hello_ack_keeps_its_nonce_in_the_clear() {
         let ack = Message::AuthHelloAck {
             nonce: [0xAB; NONCE_LEN],
-            version: 3,
+            version: 4,
             capabilities: 2,
+            window: 32,
         };
         let frame = keys().seal(Direction::ToClient, &ack, 0x5a, 0x1233, 0);
         let bytes = frame.as_bytes();
-        assert_eq!(bytes.len(), 6 + NONCE_LEN + 5 + TAG_LEN + 2);
+        assert_eq!(bytes.len(), 6 + NONCE_LEN + 6 + TAG_LEN + 2);
         assert_eq!(&bytes[6..6 + NONCE_LEN], &[0xAB; NONCE_LEN]);
         let raw = decode(bytes);
         let opened = keys().open(Direction::ToClient, &raw, 0).expect("opens");

@@ -30,7 +30,14 @@ pub use message::{Message, NakReason, ParseError, WireStatus, ALL_CPUS};
 /// window), sessions are random, `OutOfSequence` and `SessionTakenOver`.
 /// Version 3: WriteMsr/ReadMsr name their CPU; CpuInfo; statuses NoCpu and
 /// CpuInactive.
-pub const PROTOCOL_VERSION: u8 = 3;
+/// Version 4: a window of requests in flight per session; HelloAck and
+/// AuthHelloAck announce its size.
+pub const PROTOCOL_VERSION: u8 = 4;
+
+/// The largest window a debuggee may announce: requests `next ..
+/// next + window` of a session may be in flight at once, and the debuggee
+/// keeps the answers of the last `window` requests for retransmissions.
+pub const MAX_WINDOW: u8 = 64;
 
 /// Requests a session may carry after its Hello: the Hello is request 0 of
 /// the session and the SEQ of request `k` is the Hello's SEQ plus `k`

@@ -3,7 +3,7 @@
 //! | type | message    | payload                                   | bytes |
 //! |------|------------|-------------------------------------------|-------|
 //! | 0x01 | Hello      | version u8, nonce u32                     | 5     |
-//! | 0x81 | HelloAck   | version u8, capabilities u32              | 5     |
+//! | 0x81 | HelloAck   | version u8, capabilities u32, window u8   | 6     |
 //! | 0x02 | WriteMsr   | cpu u8, msr u32, value u64                | 13    |
 //! | 0x82 | WriteAck   | status u8                                 | 1     |
 //! | 0x03 | ReadMsr    | cpu u8, msr u32                           | 5     |
@@ -11,7 +11,7 @@
 //! | 0x04 | CpuInfo    | (none)                                    | 0     |
 //! | 0x84 | CpuInfoAck | count u8, running u64 (bit n: CPU n runs) | 9     |
 //! | 0x05 | AuthHello  | version u8, nonce [u8; 16]                | 17    |
-//! | 0x85 | AuthHelloAck | nonce [u8; 16], version u8, capabilities u32 (sealed: + 8-byte tag) | 21 |
+//! | 0x85 | AuthHelloAck | nonce [u8; 16], version u8, capabilities u32, window u8 (sealed: + 8-byte tag) | 22 |
 //! | 0xFF | Nak        | reason u8                                 | 1     |
 //!
 //! In an authenticated session every frame but the AuthHello is sealed
@@ -77,9 +77,9 @@ pub enum NakReason {
     UnknownType = 3,
     /// The payload length does not fit the request type.
     BadPayload = 4,
-    /// The request's SEQ is ahead of the one the session expects next: an
-    /// earlier request never arrived. Not executed; the client opens a new
-    /// session (its requests in flight can then never be executed).
+    /// The request's SEQ is beyond the session's window: further ahead of
+    /// the next request to execute than the window the HelloAck announced.
+    /// Not executed (a client that keeps to the window never sees this).
     OutOfSequence = 5,
     /// The request's session was replaced by a later handshake (another
     /// client's, normally): the debuggee now serves someone else.
@@ -100,9 +100,12 @@ pub enum Message {
         version: u8,
         nonce: u32,
     },
+    /// `window`: how many requests the debuggee accepts in flight in the
+    /// session (1..=[`crate::MAX_WINDOW`]).
     HelloAck {
         version: u8,
         capabilities: u32,
+        window: u8,
     },
     /// `cpu`: the processor's index, or [`ALL_CPUS`].
     WriteMsr {
@@ -143,6 +146,7 @@ pub enum Message {
         nonce: [u8; NONCE_LEN],
         version: u8,
         capabilities: u32,
+        window: u8,
     },
 }
 
@@ -233,10 +237,12 @@ impl Message {
             Message::HelloAck {
                 version,
                 capabilities,
+                window,
             } => {
                 out[0] = version;
                 out[1..5].copy_from_slice(&capabilities.to_le_bytes());
-                5
+                out[5] = window;
+                6
             }
             Message::WriteMsr { cpu, msr, value } => {
                 out[0] = cpu;
@@ -277,11 +283,13 @@ impl Message {
                 nonce,
                 version,
                 capabilities,
+                window,
             } => {
                 out[..NONCE_LEN].copy_from_slice(&nonce);
                 out[NONCE_LEN] = version;
                 out[NONCE_LEN + 1..NONCE_LEN + 5].copy_from_slice(&capabilities.to_le_bytes());
-                NONCE_LEN + 5
+                out[NONCE_LEN + 5] = window;
+                NONCE_LEN + 6
             }
         }
     }
@@ -300,11 +308,12 @@ impl Message {
         let want = match frame.kind {
             kind::CPU_INFO => 0,
             kind::WRITE_ACK | kind::NAK => 1,
-            kind::HELLO | kind::HELLO_ACK | kind::READ_MSR => 5,
+            kind::HELLO | kind::READ_MSR => 5,
+            kind::HELLO_ACK => 6,
             kind::WRITE_MSR => 13,
             kind::READ_ACK | kind::CPU_INFO_ACK => 9,
             kind::AUTH_HELLO => 1 + NONCE_LEN,
-            kind::AUTH_HELLO_ACK => NONCE_LEN + 5,
+            kind::AUTH_HELLO_ACK => NONCE_LEN + 6,
             other => return Err(ParseError::UnknownType(other)),
         };
         if p.len() != want {
@@ -321,6 +330,7 @@ impl Message {
             kind::HELLO_ACK => Message::HelloAck {
                 version: p[0],
                 capabilities: u32_at(p, 1),
+                window: p[5],
             },
             kind::WRITE_MSR => Message::WriteMsr {
                 cpu: p[0],
@@ -347,6 +357,7 @@ impl Message {
                 nonce: nonce_at(p, 0),
                 version: p[NONCE_LEN],
                 capabilities: u32_at(p, NONCE_LEN + 1),
+                window: p[NONCE_LEN + 5],
             },
             kind::READ_ACK => Message::ReadAck {
                 status: WireStatus::from_byte(p[0])?,

@@ -84,6 +84,7 @@ fn samples() -> Vec<Message> {
             v.push(Message::HelloAck {
                 version,
                 capabilities,
+                window: 32,
             });
         }
     }
@@ -120,6 +121,7 @@ fn one_of_each() -> Vec<Message> {
         Message::HelloAck {
             version: 1,
             capabilities: 0b10,
+            window: 16,
         },
         Message::WriteMsr {
             cpu: 0,
@@ -148,8 +150,9 @@ fn one_of_each() -> Vec<Message> {
         },
         Message::AuthHelloAck {
             nonce: [0x22; 16],
-            version: 3,
+            version: 4,
             capabilities: 0b10,
+            window: 32,
         },
     ]
 }
@@ -253,7 +256,7 @@ fn frame_header_fields_are_where_the_layout_says() {
 fn payload_lengths_and_kinds_per_variant() {
     let expect: [(u8, usize, bool); 9] = [
         (kind::HELLO, 5, false),
-        (kind::HELLO_ACK, 5, true),
+        (kind::HELLO_ACK, 6, true),
         (kind::WRITE_MSR, 13, false),
         (kind::WRITE_ACK, 1, true),
         (kind::READ_MSR, 5, false),
@@ -888,9 +891,12 @@ fn any_reason() -> impl Strategy<Value = NakReason> {
 fn any_message() -> impl Strategy<Value = Message> {
     prop_oneof![
         (any::<u8>(), any::<u32>()).prop_map(|(version, nonce)| Message::Hello { version, nonce }),
-        (any::<u8>(), any::<u32>()).prop_map(|(version, capabilities)| Message::HelloAck {
-            version,
-            capabilities
+        (any::<u8>(), any::<u32>(), any::<u8>()).prop_map(|(version, capabilities, window)| {
+            Message::HelloAck {
+                version,
+                capabilities,
+                window,
+            }
         }),
         (any::<u32>(), any::<u64>()).prop_map(|(msr, value)| Message::WriteMsr {
             cpu: 0,

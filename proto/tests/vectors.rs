@@ -206,6 +206,7 @@ fn message(text: &str) -> Message {
         "HelloAck" => Message::HelloAck {
             version: u8::try_from(int(take("version"))).unwrap(),
             capabilities: u32::try_from(int(take("capabilities"))).unwrap(),
+            window: u8::try_from(int(take("window"))).unwrap(),
         },
         "WriteMsr" => Message::WriteMsr {
             cpu: u8::try_from(int(take("cpu"))).unwrap(),
@@ -239,6 +240,7 @@ fn message(text: &str) -> Message {
             nonce: nonce16(take("nonce")),
             version: u8::try_from(int(take("version"))).unwrap(),
             capabilities: u32::try_from(int(take("capabilities"))).unwrap(),
+            window: u8::try_from(int(take("window"))).unwrap(),
         },
         other => panic!("unknown message {other:?}"),
     };
@@ -256,6 +258,7 @@ fn sample(name: &str) -> Message {
         "HelloAck" => Message::HelloAck {
             version: 1,
             capabilities: 0,
+            window: 32,
         },
         "WriteMsr" => Message::WriteMsr {
             cpu: 0,
@@ -286,6 +289,7 @@ fn sample(name: &str) -> Message {
             nonce: [2; 16],
             version: 3,
             capabilities: 0,
+            window: 32,
         },
         other => panic!("unknown message {other:?}"),
     }
@@ -327,7 +331,10 @@ struct Vector {
 
 fn vectors() -> BTreeMap<String, Vector> {
     let mut out = BTreeMap::new();
-    for row in table("vectors", 5) {
+    let rows = table("vectors", 5)
+        .into_iter()
+        .chain(table("window-vectors", 5));
+    for row in rows {
         let name = unquote(&row[0]).to_owned();
         let v = Vector {
             session: u8::try_from(int(&row[1])).unwrap(),
@@ -612,6 +619,49 @@ fn vectors_follow_the_session_rules() {
             reason: NakReason::BadSession
         }
     );
+}
+
+#[test]
+fn window_vectors_follow_the_window_rules() {
+    let v = vectors();
+    let base = v["hello"].seq;
+    let session = v["hello_ack"].session;
+    let window = match v["hello_ack"].message {
+        Message::HelloAck { window, .. } => u16::from(window),
+        other => panic!("{other:?}"),
+    };
+    for (k, name) in [(8u16, "8"), (9, "9"), (10, "10"), (8 + window + 3, "43")] {
+        let write = &v[&format!("window_write_{name}")];
+        assert_eq!(
+            write.seq,
+            base.wrapping_add(k),
+            "request {name} is at k = {k}"
+        );
+        assert_eq!(write.session, session);
+    }
+    for name in ["8", "9", "10"] {
+        let (write, ack) = (
+            &v[&format!("window_write_{name}")],
+            &v[&format!("window_ack_{name}")],
+        );
+        assert_eq!((ack.session, ack.seq), (write.session, write.seq), "{name}");
+        assert_eq!(
+            ack.message,
+            Message::WriteAck {
+                status: WireStatus::Ok
+            }
+        );
+    }
+    // 43 is exactly N + W with N = 11 after request 10 ran: beyond.
+    let nak = &v["window_nak_43"];
+    assert_eq!(nak.seq, v["window_write_43"].seq);
+    assert_eq!(
+        nak.message,
+        Message::Nak {
+            reason: NakReason::OutOfSequence
+        }
+    );
+    assert_eq!(v["window_write_43"].seq.wrapping_sub(base), 11 + window);
 }
 
 #[test]

@@ -1,14 +1,17 @@
 //! The debuggee's request handler: turns the byte stream from libpulse into
 //! executed MSR accesses and response frames.
 //!
-//! Exactly-once execution without a window: a session's requests are
-//! numbered from its Hello (request 0, SEQ `base`) and the SEQ of request
-//! `k` is `base + k`; a session ends before `k` would wrap (the client
-//! re-handshakes), so each SEQ names one request of the session for good.
-//! The handler accepts only the session's next request; a retransmission
-//! of the last one gets its cached response again, anything older is
-//! dropped, anything further ahead is refused with `OutOfSequence`, so no
-//! replay, however late, is ever executed twice.
+//! Exactly-once execution with a window (docs/PROTOCOL.md section 5): a
+//! session's requests are numbered from its Hello (request 0, SEQ `base`)
+//! and the SEQ of request `k` is `base + k`; a session ends before `k`
+//! would wrap (the client re-handshakes), so each SEQ names one request of
+//! the session for good. Up to [`WINDOW`] requests may be in flight. The
+//! handler executes them strictly in order: request `next` runs when it
+//! arrives, a request further ahead inside the window is held until those
+//! before it have run, and the answers of the last [`WINDOW`] requests are
+//! kept, so a retransmission is answered again, never executed again.
+//! Anything older is dropped, anything beyond the window refused with
+//! `OutOfSequence`, so no replay, however late, is ever executed twice.
 //!
 //! One debuggee, several clients: the newest handshake opens a new session
 //! and replaces the current one (the debuggee has one state to offer); the
@@ -22,13 +25,11 @@
 //! replaces the current one only when a request sealed with its keys
 //! arrives, i.e. once the client has proven the key. Every frame that is
 //! not sealed for a session the debuggee knows, at the position it names,
-//! is dropped without an answer. Since a forged frame cannot pass, a
-//! session executes any request ahead of its last one (a request that
-//! never arrived is skipped for good), so `OutOfSequence` is never needed.
+//! is dropped without an answer; sealed requests follow the same window.
 
 use pulse_proto::auth::{Direction, ExpandedKeys, NonceSource, Psk, SessionKeys};
 use pulse_proto::message::{kind, Message, NakReason, WireStatus, ALL_CPUS};
-use pulse_proto::{Decoder, FrameBuf, RawFrame, NO_SESSION, PROTOCOL_VERSION};
+use pulse_proto::{Decoder, FrameBuf, RawFrame, MAX_WINDOW, NO_SESSION, PROTOCOL_VERSION};
 
 use crate::cpus::{self, CpuError, MsrOutcome, Processors};
 
@@ -38,6 +39,14 @@ pub const RECENT_SESSIONS: usize = 128;
 /// Hellos of this many previous handshakes are recognised if the line
 /// delivers them again late, and dropped instead of opening a session.
 const RECENT_HELLOS: usize = 16;
+
+/// Requests a session may have in flight, announced in the HelloAck. Each
+/// costs the debuggee one held request and one kept answer (about 100
+/// bytes); 32 keeps a 115200-baud line and a loopback socket busy (see
+/// docs/BENCHMARKS.md) and the handler small enough for hv-stub's stacks.
+pub const WINDOW: u8 = 32;
+const _: () = assert!(WINDOW >= 16 && WINDOW <= MAX_WINDOW);
+const W: usize = WINDOW as usize;
 
 /// What the handler has done; tests use it to prove nothing ran twice.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
@@ -51,9 +60,12 @@ pub struct HandlerStats {
     /// dropped without an answer.
     pub stale_dropped: u64,
     pub naks: u64,
-    /// Requests refused as `OutOfSequence` (frames, so a refused request
-    /// resent counts again); none of them was executed.
+    /// Requests refused as `OutOfSequence`, i.e. beyond the window (frames,
+    /// so a refused request resent counts again); none of them was executed.
     pub out_of_sequence: u64,
+    /// Requests that arrived ahead of an earlier one and were held until it
+    /// came (each executed once, in order, when its turn came).
+    pub held: u64,
     /// CRC-valid frames that are not requests (e.g. echoed responses).
     pub ignored: u64,
     /// Partial frames discarded by [`Stub::line_idle`].
@@ -83,13 +95,79 @@ struct Session {
     base: u16,
     /// The Hello, to answer its retransmissions with the same HelloAck.
     hello: Handled,
-    /// The last handled request (the Hello at first).
-    last: Handled,
+    /// Position of the next request to execute (1 after the Hello): every
+    /// request before it has run, none at or after it. 65536 once the
+    /// session is used up.
+    next: u32,
     /// An authenticated session's keys.
     keys: Option<SessionKeys>,
     /// Which authenticated handshake opened it (they are counted), to find
     /// its expanded keys.
     handshake: u64,
+}
+
+/// A request that arrived before its turn (opened, in a sealed session).
+#[derive(Clone, Copy)]
+struct Held {
+    k: u16,
+    crc: u16,
+    frame: RawFrame,
+}
+
+/// The current session's window: the answers of its last [`WINDOW`]
+/// requests and the requests held for their turn, each at `k % WINDOW`.
+struct Window {
+    answered: [Option<Handled>; W],
+    held: [Option<Held>; W],
+}
+
+impl Window {
+    const fn new() -> Self {
+        Window {
+            answered: [None; W],
+            held: [None; W],
+        }
+    }
+
+    /// The kept answer of request `k`, if it is still kept.
+    fn answer(&self, k: u16) -> Option<Handled> {
+        self.answered[usize::from(k) % W].filter(|h| h.k == k)
+    }
+
+    /// Takes request `k` if it arrived early.
+    fn take_held(&mut self, k: u16) -> Option<Held> {
+        let slot = &mut self.held[usize::from(k) % W];
+        if slot.is_some_and(|h| h.k == k) {
+            slot.take()
+        } else {
+            None
+        }
+    }
+}
+
+/// Where a request's position lies relative to its session's window.
+enum Place {
+    /// Ran already: answer it again from the kept answer (or drop it).
+    Before,
+    /// Its turn: run it, then the held requests after it.
+    Next,
+    /// Inside the window but early: hold it.
+    Early,
+    /// Beyond the window.
+    Beyond,
+}
+
+fn place(k: u16, next: u32) -> Place {
+    let k = u32::from(k);
+    if k < next {
+        Place::Before
+    } else if k == next {
+        Place::Next
+    } else if k - next < WINDOW.into() {
+        Place::Early
+    } else {
+        Place::Beyond
+    }
 }
 
 /// A small ring of recently seen values.
@@ -130,6 +208,8 @@ pub struct Stub<P> {
     capabilities: u32,
     decoder: Decoder,
     session: Option<Session>,
+    /// The current session's window.
+    window: Window,
     /// Session numbers issued before the current one.
     recent_sessions: Ring<u8, RECENT_SESSIONS>,
     /// (SEQ, CRC) of earlier sessions' Hellos.
@@ -167,6 +247,7 @@ impl<P: Processors> Stub<P> {
             capabilities,
             decoder: Decoder::new(),
             session: None,
+            window: Window::new(),
             recent_sessions: Ring::new(NO_SESSION),
             recent_hellos: Ring::new((0, 0)),
             random: 0,
@@ -248,11 +329,7 @@ impl<P: Processors> Stub<P> {
     /// Feeds received bytes; `send` is called with each response frame.
     pub fn feed(&mut self, bytes: &[u8], mut send: impl FnMut(&[u8])) {
         let mut decoder = core::mem::take(&mut self.decoder);
-        decoder.feed(bytes, |frame| {
-            if let Some(response) = self.handle(&frame) {
-                send(response.as_bytes());
-            }
-        });
+        decoder.feed(bytes, |frame| self.handle(&frame, &mut send));
         self.decoder = decoder;
     }
 
@@ -270,23 +347,29 @@ impl<P: Processors> Stub<P> {
         }
     }
 
-    /// Handles one CRC-valid frame; returns the response to send, if any.
+    /// Handles one CRC-valid frame; `send` is called with each response it
+    /// causes (none, one, or several when it lets held requests run).
     /// Servers with a decoder per connection call this directly.
-    pub fn handle(&mut self, frame: &RawFrame) -> Option<FrameBuf> {
+    pub fn handle(&mut self, frame: &RawFrame, mut send: impl FnMut(&[u8])) {
         if frame.kind & kind::RESPONSE_BIT != 0 {
             self.stats.ignored += 1;
-            return None;
+            return;
         }
-        match (self.key, frame.kind) {
-            (None, kind::AUTH_HELLO) => return Some(self.nak(frame, NakReason::AuthUnavailable)),
-            (None, _) => {}
-            (Some(_), kind::HELLO) => return Some(self.nak(frame, NakReason::AuthRequired)),
-            (Some(key), kind::AUTH_HELLO) => return self.auth_handshake(frame, &key),
-            (Some(_), _) => return self.sealed_request(frame),
+        let response = match (self.key, frame.kind) {
+            (None, kind::AUTH_HELLO) => Some(self.nak(frame, NakReason::AuthUnavailable)),
+            (None, kind::HELLO) => self.handshake(frame),
+            (None, _) => return self.plain_request(frame, &mut send),
+            (Some(_), kind::HELLO) => Some(self.nak(frame, NakReason::AuthRequired)),
+            (Some(key), kind::AUTH_HELLO) => self.auth_handshake(frame, &key),
+            (Some(_), _) => return self.sealed_request(frame, &mut send),
+        };
+        if let Some(response) = response {
+            send(response.as_bytes());
         }
-        if frame.kind == kind::HELLO {
-            return self.handshake(frame);
-        }
+    }
+
+    /// A request to a debuggee without a key.
+    fn plain_request(&mut self, frame: &RawFrame, send: &mut impl FnMut(&[u8])) {
         let Some(session) = self.session.filter(|s| s.id == frame.session) else {
             let reason =
                 if frame.session != NO_SESSION && self.recent_sessions.contains(frame.session) {
@@ -294,34 +377,97 @@ impl<P: Processors> Stub<P> {
                 } else {
                     NakReason::BadSession
                 };
-            return Some(self.nak(frame, reason));
+            let nak = self.nak(frame, reason);
+            return send(nak.as_bytes());
         };
         let k = frame.seq.wrapping_sub(session.base);
-        let last = session.last;
-        if k == last.k && frame.crc == last.crc {
-            self.stats.replays += 1;
-            return Some(last.response);
+        self.windowed(&session, k, frame, send);
+    }
+
+    /// A request of the current session at position `k` (opened, if the
+    /// session is sealed): runs it, holds it, answers it again or refuses
+    /// it, by where it lies in the window.
+    fn windowed(
+        &mut self,
+        session: &Session,
+        k: u16,
+        frame: &RawFrame,
+        send: &mut impl FnMut(&[u8]),
+    ) {
+        match place(k, session.next) {
+            Place::Before => match self.window.answer(k) {
+                Some(kept) if kept.crc == frame.crc => {
+                    self.stats.replays += 1;
+                    send(kept.response.as_bytes());
+                }
+                // A late copy of an older request whose answer is no longer
+                // kept (or another frame reusing its SEQ): it ran already.
+                _ => self.stats.stale_dropped += 1,
+            },
+            Place::Beyond => {
+                self.stats.out_of_sequence += 1;
+                self.stats.naks += 1;
+                let nak = Message::Nak {
+                    reason: NakReason::OutOfSequence,
+                };
+                let response = self.answer_frame(session, &nak, frame.seq, k);
+                send(response.as_bytes());
+            }
+            Place::Early => {
+                let slot = &mut self.window.held[usize::from(k) % W];
+                if slot.is_none_or(|h| h.k != k) {
+                    *slot = Some(Held {
+                        k,
+                        crc: frame.crc,
+                        frame: *frame,
+                    });
+                    self.stats.held += 1;
+                } else {
+                    // Held already: its retransmission waits with it.
+                    self.stats.stale_dropped += 1;
+                }
+            }
+            Place::Next => {
+                let mut run = Held {
+                    k,
+                    crc: frame.crc,
+                    frame: *frame,
+                };
+                loop {
+                    let reply = self.execute(&run.frame);
+                    let seq = session.base.wrapping_add(run.k);
+                    let response = self.answer_frame(session, &reply, seq, run.k);
+                    self.window.answered[usize::from(run.k) % W] = Some(Handled {
+                        k: run.k,
+                        crc: run.crc,
+                        response,
+                    });
+                    let next = u32::from(run.k) + 1;
+                    if let Some(current) = self.session.as_mut() {
+                        current.next = next;
+                    }
+                    send(response.as_bytes());
+                    let held = u16::try_from(next)
+                        .ok()
+                        .and_then(|k| self.window.take_held(k));
+                    match held {
+                        Some(held) => run = held,
+                        None => break,
+                    }
+                }
+            }
         }
-        if k <= last.k {
-            // A late copy of an older request (or another frame reusing the
-            // last SEQ): it was handled already, or never will be.
-            self.stats.stale_dropped += 1;
-            return None;
+    }
+
+    /// `reply` as the frame answering request `k` (SEQ `seq`) of `session`:
+    /// sealed if the session is.
+    fn answer_frame(&mut self, session: &Session, reply: &Message, seq: u16, k: u16) -> FrameBuf {
+        if session.keys.is_some() {
+            self.expanded(session)
+                .seal(Direction::ToClient, reply, session.id, seq, k)
+        } else {
+            reply.to_frame(session.id, seq)
         }
-        if k != last.k + 1 {
-            self.stats.out_of_sequence += 1;
-            return Some(self.nak(frame, NakReason::OutOfSequence));
-        }
-        let reply = self.execute(frame);
-        let response = reply.to_frame(session.id, frame.seq);
-        if let Some(current) = self.session.as_mut() {
-            current.last = Handled {
-                k,
-                crc: frame.crc,
-                response,
-            };
-        }
-        Some(response)
     }
 
     /// The answer to the session's next request; a malformed one is
@@ -412,6 +558,7 @@ impl<P: Processors> Stub<P> {
         let ack = Message::HelloAck {
             version: PROTOCOL_VERSION,
             capabilities: self.capabilities,
+            window: WINDOW,
         };
         let hello = Handled {
             k: 0,
@@ -422,10 +569,11 @@ impl<P: Processors> Stub<P> {
             id,
             base: frame.seq,
             hello,
-            last: hello,
+            next: 1,
             keys: None,
             handshake: 0,
         });
+        self.window = Window::new();
         Some(hello.response)
     }
 
@@ -463,6 +611,7 @@ impl<P: Processors> Stub<P> {
             nonce,
             version: PROTOCOL_VERSION,
             capabilities: self.capabilities,
+            window: WINDOW,
         };
         let hello = Handled {
             k: 0,
@@ -474,7 +623,7 @@ impl<P: Processors> Stub<P> {
             id,
             base: frame.seq,
             hello,
-            last: hello,
+            next: 1,
             keys: Some(keys),
             handshake: self.stats.auth_hellos_answered,
         });
@@ -483,7 +632,7 @@ impl<P: Processors> Stub<P> {
 
     /// A request to a debuggee with a key: executed only if it is sealed
     /// for the current or pending session at the position it names.
-    fn sealed_request(&mut self, frame: &RawFrame) -> Option<FrameBuf> {
+    fn sealed_request(&mut self, frame: &RawFrame, send: &mut impl FnMut(&[u8])) {
         let is = |s: &Option<Session>| s.filter(|s| s.id == frame.session && s.keys.is_some());
         let (session, which) = if let Some(s) = is(&self.session) {
             (s, Which::Current)
@@ -493,7 +642,7 @@ impl<P: Processors> Stub<P> {
             (s, Which::Replaced)
         } else {
             self.stats.unauthenticated_dropped += 1;
-            return None;
+            return;
         };
         let k = frame.seq.wrapping_sub(session.base);
         let Some(opened) = self
@@ -501,27 +650,23 @@ impl<P: Processors> Stub<P> {
             .open(Direction::ToDebuggee, frame, k)
         else {
             self.stats.unauthenticated_dropped += 1;
-            return None;
+            return;
         };
-        let last = session.last;
-        if k == last.k && frame.crc == last.crc {
-            self.stats.replays += 1;
-            return Some(last.response);
-        }
-        if k <= last.k {
-            self.stats.stale_dropped += 1;
-            return None;
-        }
         match which {
             Which::Replaced => {
-                // Positions after its last request were never answered in
-                // that session, so this nonce seals nothing else.
+                if u32::from(k) < session.next {
+                    // It ran in that session; its answer is no longer kept.
+                    self.stats.stale_dropped += 1;
+                    return;
+                }
+                // Positions from `next` on were never answered in that
+                // session, so this nonce seals nothing else.
                 self.stats.naks += 1;
                 let nak = Message::Nak {
                     reason: NakReason::SessionTakenOver,
                 };
-                let keys = self.expanded(&session);
-                return Some(keys.seal(Direction::ToClient, &nak, session.id, frame.seq, k));
+                let response = self.answer_frame(&session, &nak, frame.seq, k);
+                return send(response.as_bytes());
             }
             Which::Pending => {
                 // The client has proven the key: its session takes over.
@@ -531,21 +676,18 @@ impl<P: Processors> Stub<P> {
                     self.replaced = Some(previous);
                 }
                 self.session = self.pending.take();
+                self.window = Window::new();
                 self.stats.handshakes += 1;
             }
             Which::Current => {}
         }
-        let reply = self.execute(&opened);
-        let keys = self.expanded(&session);
-        let response = keys.seal(Direction::ToClient, &reply, session.id, frame.seq, k);
-        if let Some(current) = self.session.as_mut() {
-            current.last = Handled {
-                k,
-                crc: frame.crc,
-                response,
-            };
-        }
-        Some(response)
+        // The CRC names the frame as sent (sealed), so a retransmission
+        // matches its kept answer.
+        let opened = RawFrame {
+            crc: frame.crc,
+            ..opened
+        };
+        self.windowed(&session, k, &opened, send);
     }
 
     /// `session`'s expanded keys (it is an authenticated session).

@@ -35,6 +35,6 @@ pub mod validate;
 pub mod vmx_backend;
 
 pub use caps::CpuCaps;
-pub use handler::{HandlerStats, Stub};
+pub use handler::{HandlerStats, Stub, WINDOW};
 pub use model::SoftVmx;
 pub use vmx_backend::{GpFault, MsrEntry, VmxBackend};

@@ -1,11 +1,12 @@
 //! The request handler's session rules (docs/PROTOCOL.md section 5): a
-//! session accepts only its next request, so no replay is executed twice
-//! however many requests came after it; sessions are random and not
+//! session runs its requests in order, holding early ones inside the
+//! window, so no replay is executed twice however many requests came after
+//! it; sessions are random and not
 //! reissued while a client may still hold one; the newest handshake takes
 //! over; a quiet line drops a partial frame.
 
 use hv_stub::msr::index::{IA32_LSTAR, IA32_SYSENTER_CS};
-use hv_stub::{CpuCaps, SoftVmx, Stub};
+use hv_stub::{CpuCaps, SoftVmx, Stub, WINDOW};
 use pulse_proto::message::{kind, Message, NakReason, WireStatus};
 use pulse_proto::{Decoder, FrameBuf, RawFrame, NO_SESSION, PROTOCOL_VERSION};
 
@@ -20,11 +21,23 @@ fn raw(frame: &FrameBuf) -> RawFrame {
     out.expect("a whole frame")
 }
 
+/// Every answer `frame` causes, in the order they were sent.
+fn answers(stub: &mut Stub<SoftVmx>, frame: &FrameBuf) -> Vec<(RawFrame, Message)> {
+    let mut out = Vec::new();
+    stub.handle(&raw(frame), |bytes| {
+        let mut decoder = Decoder::new();
+        decoder.feed(bytes, |f| {
+            out.push((f, Message::parse(&f).expect("a well-formed answer")))
+        });
+    });
+    out
+}
+
+/// The one answer `frame` causes, if any.
 fn answer(stub: &mut Stub<SoftVmx>, frame: &FrameBuf) -> Option<(RawFrame, Message)> {
-    stub.handle(&raw(frame)).map(|response| {
-        let f = raw(&response);
-        (f, Message::parse(&f).expect("a well-formed answer"))
-    })
+    let mut all = answers(stub, frame);
+    assert!(all.len() <= 1, "one frame, several answers: {all:?}");
+    all.pop()
 }
 
 fn hello(nonce: u32) -> Message {
@@ -102,46 +115,78 @@ fn a_write_replayed_after_any_number_of_newer_requests_is_never_executed_again()
 }
 
 #[test]
-fn only_the_next_request_runs_a_retransmission_gets_the_cached_answer() {
+fn requests_run_in_order_early_ones_wait_retransmissions_get_the_kept_answer() {
     let mut stub = new_stub(2);
     let base = 0xFFF0; // the session's SEQs wrap past 0xFFFF: positions do not
     let s = open(&mut stub, 9, base);
     let seq = |k: u16| base.wrapping_add(k);
-    let w1 = write(IA32_LSTAR, 0xFFFF_F800_0000_0001).to_frame(s, seq(1));
-    assert_eq!(answer(&mut stub, &w1).map(|a| a.1), Some(OK));
-    assert_eq!(answer(&mut stub, &w1).map(|a| a.1), Some(OK));
+    let w = |k: u16| write(IA32_LSTAR, 0xFFFF_F800_0000_0000 + u64::from(k)).to_frame(s, seq(k));
+    let lstar = |stub: &mut Stub<SoftVmx>| stub.backend().live_msr(IA32_LSTAR);
+    assert_eq!(answer(&mut stub, &w(1)).map(|a| a.1), Some(OK));
+    assert_eq!(answer(&mut stub, &w(1)).map(|a| a.1), Some(OK));
     assert_eq!(stub.stats().writes_executed, 1);
     assert_eq!(stub.stats().replays, 1);
-    // Request 3 before request 2: refused, not executed.
-    let w3 = write(IA32_LSTAR, 0xFFFF_F800_0000_0003).to_frame(s, seq(3));
-    let (f, m) = answer(&mut stub, &w3).expect("a Nak");
-    assert_eq!(m, nak(NakReason::OutOfSequence));
-    assert_eq!((f.session, f.seq), (s, seq(3)));
+    // Requests 4 and 3 before request 2: held, not executed, not answered.
+    assert_eq!(answer(&mut stub, &w(4)), None);
+    assert_eq!(answer(&mut stub, &w(3)), None);
+    assert_eq!(answer(&mut stub, &w(3)), None, "a held request resent");
     assert_eq!(stub.stats().writes_executed, 1);
-    assert_eq!(stub.stats().out_of_sequence, 1);
-    // Request 2 runs.
-    let w2 = write(IA32_LSTAR, 0xFFFF_F800_0000_0002).to_frame(s, seq(2));
-    assert_eq!(answer(&mut stub, &w2).map(|a| a.1), Some(OK));
-    // A different request reusing the last SEQ is not a retransmission.
+    assert_eq!(stub.stats().held, 2);
+    assert_eq!(lstar(&mut stub), Some(0xFFFF_F800_0000_0001));
+    // Request 2 arrives: 2, 3 and 4 run in that order, each answered once.
+    let all = answers(&mut stub, &w(2));
+    let seqs: Vec<u16> = all.iter().map(|(f, _)| f.seq).collect();
+    assert_eq!(seqs, [seq(2), seq(3), seq(4)]);
+    assert!(all.iter().all(|(f, m)| *m == OK && f.session == s));
+    assert_eq!(stub.stats().writes_executed, 4);
+    assert_eq!(lstar(&mut stub), Some(0xFFFF_F800_0000_0004));
+    // Each of them is answered again from the kept answers, never re-run.
+    for k in 1..=4 {
+        assert_eq!(answer(&mut stub, &w(k)).map(|a| a.1), Some(OK), "k {k}");
+    }
+    assert_eq!(stub.stats().writes_executed, 4);
+    // A different request reusing a SEQ that ran is not a retransmission.
     let other = write(IA32_LSTAR, 0xFFFF_F800_0000_0009).to_frame(s, seq(2));
     assert_eq!(answer(&mut stub, &other), None);
-    for k in 3..40u16 {
-        let w = write(IA32_LSTAR, 0xFFFF_F800_0001_0000 + u64::from(k)).to_frame(s, seq(k));
-        assert_eq!(answer(&mut stub, &w).map(|a| a.1), Some(OK), "k {k}");
+    // The window's far edge: request 4 + WINDOW is held, one further is
+    // beyond the window and refused.
+    let edge = 4 + u16::from(WINDOW);
+    assert_eq!(answer(&mut stub, &w(edge)), None);
+    let (f, m) = answer(&mut stub, &w(edge + 1)).expect("a Nak");
+    assert_eq!(m, nak(NakReason::OutOfSequence));
+    assert_eq!((f.session, f.seq), (s, seq(edge + 1)));
+    assert_eq!(stub.stats().out_of_sequence, 1);
+    for k in 5..edge - 1 {
+        assert_eq!(answer(&mut stub, &w(k)).map(|a| a.1), Some(OK), "k {k}");
     }
-    assert_eq!(stub.stats().writes_executed, 39);
-    // A malformed next request is answered and cached like any other.
-    let bad = pulse_proto::encode_frame(kind::WRITE_MSR, s, seq(40), &[1, 2, 3]);
+    let last_two: Vec<u16> = answers(&mut stub, &w(edge - 1))
+        .iter()
+        .map(|(f, _)| f.seq)
+        .collect();
     assert_eq!(
-        answer(&mut stub, &bad).map(|a| a.1),
-        Some(nak(NakReason::BadPayload))
+        last_two,
+        [seq(edge - 1), seq(edge)],
+        "the held edge ran next"
     );
+    assert_eq!(stub.stats().writes_executed, u64::from(edge));
+    // Answers are kept for the last WINDOW requests only: request 4 is
+    // older than that now and is dropped, not run again.
+    let next = edge + 1;
     assert_eq!(
-        answer(&mut stub, &bad).map(|a| a.1),
-        Some(nak(NakReason::BadPayload))
+        answer(&mut stub, &w(next - u16::from(WINDOW))).map(|a| a.1),
+        Some(OK)
     );
-    let w41 = write(IA32_LSTAR, 0xFFFF_F800_0002_0000).to_frame(s, seq(41));
-    assert_eq!(answer(&mut stub, &w41).map(|a| a.1), Some(OK));
+    assert_eq!(answer(&mut stub, &w(next - u16::from(WINDOW) - 1)), None);
+    assert_eq!(stub.stats().writes_executed, u64::from(edge));
+    // A malformed next request is answered and kept like any other.
+    let bad = pulse_proto::encode_frame(kind::WRITE_MSR, s, seq(next), &[1, 2, 3]);
+    for _ in 0..2 {
+        assert_eq!(
+            answer(&mut stub, &bad).map(|a| a.1),
+            Some(nak(NakReason::BadPayload))
+        );
+    }
+    assert_eq!(answer(&mut stub, &w(next + 1)).map(|a| a.1), Some(OK));
 }
 
 #[test]

@@ -50,14 +50,13 @@ fn handle_frames(target: &SharedTarget, frames: &[RawFrame], out: &mut Vec<u8>) 
         return;
     }
     let mut target = target.lock();
-    let mut answered = false;
+    let before = out.len();
     for frame in frames {
-        if let Some(response) = target.stub_mut().handle(frame) {
-            out.extend_from_slice(response.as_bytes());
-            answered = true;
-        }
+        target
+            .stub_mut()
+            .handle(frame, |response| out.extend_from_slice(response));
     }
-    if answered {
+    if out.len() > before {
         target.resume_guest();
     }
 }
