@@ -28,11 +28,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bochs::{free_port, image, Bochs, Com1};
-use pulse::hv_stub::msr::index::IA32_LSTAR;
-use pulse::pulse_proto::auth::Direction;
-use pulse::pulse_proto::message::{Message, WireStatus};
-use pulse::pulse_proto::SessionKeys;
+use hv_stub::msr::index::IA32_LSTAR;
 use pulse::{Engine, Status};
+use pulse_proto::auth::Direction;
+use pulse_proto::message::{Message, WireStatus};
+use pulse_proto::SessionKeys;
 use spread::{ratios, Spread};
 use support::{Link, SimProcess, TEST_KEY};
 
@@ -101,7 +101,7 @@ fn boot(link: Link, dir: &Path) -> (Bochs, Engine) {
     let engine = loop {
         match Engine::open(&cfg) {
             Ok(engine) => break engine,
-            Err(Status::DEVICE_CONNECTION_LOST) if Instant::now() < end => {
+            Err(e) if e.status() == Status::DEVICE_CONNECTION_LOST && Instant::now() < end => {
                 std::thread::sleep(Duration::from_millis(50))
             }
             Err(s) => panic!("open {link:?}: {s:?}"),

@@ -29,7 +29,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use bochs::{free_port, open_engine, Bochs, Com1};
-use pulse::hv_stub::msr::index::IA32_LSTAR;
+use hv_stub::msr::index::IA32_LSTAR;
 use spread::{ratios, Spread};
 
 const N: u32 = 1000;

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bochs::linux::{self, Report};
 use bochs::{free_port, open_engine, Bochs};
-use pulse::hv_stub::msr::index::IA32_SYSENTER_ESP as SYSENTER_ESP;
+use hv_stub::msr::index::IA32_SYSENTER_ESP as SYSENTER_ESP;
 use pulse::Engine;
 use spread::{ratios, Spread};
 

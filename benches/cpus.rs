@@ -21,7 +21,7 @@ mod spread;
 
 use std::time::Duration;
 
-use pulse::hv_stub::msr::index::IA32_LSTAR;
+use hv_stub::msr::index::IA32_LSTAR;
 use pulse::{Engine, EngineConfig};
 use rate::rate;
 use spread::{ratios, Spread};

@@ -38,8 +38,8 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pulse::hv_stub::msr::index::IA32_LSTAR;
-use pulse::hv_stub::CpuCaps;
+use hv_stub::msr::index::IA32_LSTAR;
+use hv_stub::CpuCaps;
 use pulse::{Engine, EngineConfig};
 use rate::rate;
 use serialport::{SerialPort, TTYPort};

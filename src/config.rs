@@ -12,9 +12,8 @@
 
 use std::time::Duration;
 
-use hv_stub::cpus::MAX_CPUS;
-use hv_stub::sim::DEFAULT_CPUS;
-use hv_stub::CpuCaps;
+#[cfg(feature = "sim")]
+use hv_stub::{cpus::MAX_CPUS, sim::DEFAULT_CPUS, CpuCaps};
 use pulse_proto::Psk;
 use thiserror::Error;
 
@@ -94,6 +93,7 @@ pub fn generate_key() -> Option<Psk> {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TransportSpec {
+    #[cfg(feature = "sim")]
     Sim {
         cpu: CpuCaps,
         /// Processors, 1..=64.
@@ -135,6 +135,8 @@ pub enum SpecError {
     BadOnline(String),
     #[error("unknown or repeated option `{0}`")]
     BadOption(String),
+    #[error("this libpulse was built without the `sim` transport (cargo feature `sim`)")]
+    SimNotBuilt,
 }
 
 impl TransportSpec {
@@ -155,6 +157,9 @@ impl TransportSpec {
         };
         let mut options = Options::parse(query)?;
         let parsed = match (kind, target) {
+            #[cfg(not(feature = "sim"))]
+            ("sim", None) => return Err(SpecError::SimNotBuilt),
+            #[cfg(feature = "sim")]
             ("sim", None) => {
                 let cpu = match options.take("cpu") {
                     Some(name) => CpuCaps::by_name(name)
@@ -233,7 +238,7 @@ fn parse_tcp(target: &str) -> Result<TransportSpec, SpecError> {
         return Err(SpecError::MissingPort);
     }
     let port = match port.parse::<u16>() {
-        Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => p,
+        Ok(p) if p > 0 && is_decimal(port) => p,
         _ => return Err(SpecError::BadPort(port.to_owned())),
     };
     Ok(TransportSpec::Tcp {
@@ -281,6 +286,7 @@ impl<'a> Options<'a> {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "sim")]
     #[test]
     fn accepts_each_kind() {
         assert_eq!(

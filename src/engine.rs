@@ -22,10 +22,8 @@
 //! ignored like noise.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hv_stub::sim::SimTarget;
 use parking_lot::Mutex;
 use pulse_proto::auth::{Direction, NONCE_LEN};
 use pulse_proto::message::{kind, Message, NakReason, WireStatus, ALL_CPUS};
@@ -34,7 +32,7 @@ use pulse_proto::{
 };
 
 use crate::config::{EngineConfig, TransportSpec};
-use crate::status::Status;
+use crate::error::{Error, MsrAccess, OnCpu};
 use crate::transport::{self, LinkError, Transport};
 
 pub struct Engine {
@@ -48,7 +46,6 @@ pub struct Engine {
     /// travels in each request, so a retransmission always means the CPU it
     /// was sent for.
     current_cpu: AtomicU8,
-    sim: Option<Arc<Mutex<SimTarget>>>,
 }
 
 /// What `switch_cpu` did.
@@ -108,29 +105,25 @@ pub struct EngineStats {
 
 impl Engine {
     /// Opens the transport and performs the handshake.
-    pub fn open(config: &EngineConfig) -> Result<Engine, Status> {
-        if config.request_timeout.is_zero() || config.max_attempts == 0 {
-            return Err(Status::INVALID_PARAMETER);
-        }
-        let spec =
-            TransportSpec::parse(&config.transport).map_err(|_| Status::INVALID_PARAMETER)?;
+    pub fn open(config: &EngineConfig) -> Result<Engine, Error> {
+        check_budget(config.request_timeout, config.max_attempts)?;
+        let spec = TransportSpec::parse(&config.transport).map_err(|problem| {
+            Error::MalformedTransport {
+                spec: config.transport.clone(),
+                problem,
+            }
+        })?;
         // One budget for the whole call: connecting and the handshake.
-        let deadline = Instant::now() + config.call_budget();
-        let opened = transport::open(&spec, deadline)?;
-        if let (Some(sim), Some(key)) = (&opened.sim, config.key) {
-            // The in-process debuggee holds the engine's key: `sim` then
-            // speaks the authenticated protocol end to end.
-            sim.lock().stub_mut().set_key(key);
-        }
-        let mut engine = Engine::handshake_by(
-            opened.link,
+        let budget = config.call_budget();
+        let deadline = Instant::now() + budget;
+        let link = transport::open(&spec, config.key, deadline, budget)?;
+        Engine::handshake_by(
+            link,
             config.request_timeout,
             config.max_attempts,
             config.key,
             deadline,
-        )?;
-        engine.sim = opened.sim;
-        Ok(engine)
+        )
     }
 
     /// An engine over any byte transport (e.g. a scripted one in a fuzz
@@ -140,10 +133,8 @@ impl Engine {
         transport: Box<dyn Transport>,
         request_timeout: Duration,
         max_attempts: u32,
-    ) -> Result<Engine, Status> {
-        if request_timeout.is_zero() || max_attempts == 0 {
-            return Err(Status::INVALID_PARAMETER);
-        }
+    ) -> Result<Engine, Error> {
+        check_budget(request_timeout, max_attempts)?;
         let deadline = Instant::now() + request_timeout.saturating_mul(max_attempts);
         Engine::handshake_by(transport, request_timeout, max_attempts, None, deadline)
     }
@@ -154,7 +145,7 @@ impl Engine {
         max_attempts: u32,
         key: Option<Psk>,
         deadline: Instant,
-    ) -> Result<Engine, Status> {
+    ) -> Result<Engine, Error> {
         let mut link = Link {
             transport,
             decoder: Decoder::new(),
@@ -171,45 +162,54 @@ impl Engine {
             lost: AtomicBool::new(false),
             capabilities,
             current_cpu: AtomicU8::new(0),
-            sim: None,
         })
     }
 
     /// Writes `value` to `msr` on the current CPU as its guest will see it.
-    pub fn write_msr(&self, msr: u32, value: u64) -> Result<(), Status> {
+    pub fn write_msr(&self, msr: u32, value: u64) -> Result<(), Error> {
         self.write_on(self.current_cpu.load(Ordering::Acquire), msr, value)
     }
 
     /// Writes `value` to `msr` on every running CPU in one request, or on
     /// none if any of them refuses it.
-    pub fn write_msr_all_cpus(&self, msr: u32, value: u64) -> Result<(), Status> {
+    pub fn write_msr_all_cpus(&self, msr: u32, value: u64) -> Result<(), Error> {
         self.write_on(ALL_CPUS, msr, value)
     }
 
-    fn write_on(&self, cpu: u8, msr: u32, value: u64) -> Result<(), Status> {
+    fn write_on(&self, cpu: u8, msr: u32, value: u64) -> Result<(), Error> {
         match self.call(&Message::WriteMsr { cpu, msr, value })? {
-            Message::WriteAck { status } => wire_result(status),
-            _ => Err(Status::INVALID_PACKET),
+            Message::WriteAck { status } => {
+                wire_result(status, MsrAccess::Write { msr, value }, cpu)
+            }
+            _ => Err(Error::InvalidPacket(
+                "a WriteMsr was not answered by a WriteAck",
+            )),
         }
     }
 
     /// Reads what the current CPU's guest would read from `msr`.
-    pub fn read_msr(&self, msr: u32) -> Result<u64, Status> {
+    pub fn read_msr(&self, msr: u32) -> Result<u64, Error> {
         let cpu = self.current_cpu.load(Ordering::Acquire);
         match self.call(&Message::ReadMsr { cpu, msr })? {
-            Message::ReadAck { status, value } => wire_result(status).map(|_| value),
-            _ => Err(Status::INVALID_PACKET),
+            Message::ReadAck { status, value } => {
+                wire_result(status, MsrAccess::Read { msr }, cpu).map(|_| value)
+            }
+            _ => Err(Error::InvalidPacket(
+                "a ReadMsr was not answered by a ReadAck",
+            )),
         }
     }
 
     /// The debuggee's processor count and which of them run, asked now.
-    pub fn cpu_info(&self) -> Result<CpuInfo, Status> {
+    pub fn cpu_info(&self) -> Result<CpuInfo, Error> {
         match self.call(&Message::CpuInfo)? {
             Message::CpuInfoAck { count, running } if usize::from(count) <= 64 => Ok(CpuInfo {
                 count: count.into(),
                 running,
             }),
-            _ => Err(Status::INVALID_PACKET),
+            _ => Err(Error::InvalidPacket(
+                "a CpuInfo was not answered by a CpuInfoAck of at most 64 CPUs",
+            )),
         }
     }
 
@@ -221,16 +221,19 @@ impl Engine {
     /// Makes `target` the current CPU: `BARRIER_NO_CPU` past the count,
     /// `BARRIER_OWNER_INACTIVE` for a CPU that does not run; on either error
     /// the current CPU stays.
-    pub fn switch_cpu(&self, target: u64) -> Result<Switched, Status> {
+    pub fn switch_cpu(&self, target: u64) -> Result<Switched, Error> {
         let info = self.cpu_info()?;
         if target >= info.count {
-            return Err(Status::BARRIER_NO_CPU);
+            return Err(Error::NoCpu {
+                cpu: target,
+                count: Some(info.count),
+            });
         }
         if target == self.current_cpu() {
             return Ok(Switched::AlreadyCurrent);
         }
         if !info.is_running(target) {
-            return Err(Status::BARRIER_OWNER_INACTIVE);
+            return Err(Error::CpuInactive { cpu: target });
         }
         // `target < count <= 64`, so it fits the wire's byte.
         self.current_cpu.store(target as u8, Ordering::Release);
@@ -242,9 +245,11 @@ impl Engine {
         self.capabilities
     }
 
-    /// The simulated debuggee behind a `sim` engine, for inspection.
-    pub fn sim_target(&self) -> Option<Arc<Mutex<SimTarget>>> {
-        self.sim.clone()
+    /// Runs `inspect` on the engine's transport (waiting for the link like
+    /// a call does, without a deadline): for tests and demos that look at
+    /// an in-process debuggee.
+    pub fn inspect_transport<R>(&self, inspect: impl FnOnce(&dyn Transport) -> R) -> R {
+        inspect(&*self.link.lock().transport)
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -255,30 +260,57 @@ impl Engine {
         }
     }
 
-    fn call(&self, request: &Message) -> Result<Message, Status> {
+    fn call(&self, request: &Message) -> Result<Message, Error> {
         if self.lost.load(Ordering::Acquire) {
-            return Err(Status::DEVICE_CONNECTION_LOST);
+            return Err(Error::AlreadyLost);
         }
-        let deadline = Instant::now() + self.request_timeout.saturating_mul(self.max_attempts);
-        let mut link = self.link.try_lock_until(deadline).ok_or(Status::TIMEOUT)?;
+        let budget = self.request_timeout.saturating_mul(self.max_attempts);
+        let deadline = Instant::now() + budget;
+        let mut link = self
+            .link
+            .try_lock_until(deadline)
+            .ok_or(Error::EngineBusy { budget })?;
         // Another thread may have lost the link while we waited for it.
         if self.lost.load(Ordering::Acquire) {
-            return Err(Status::DEVICE_CONNECTION_LOST);
+            return Err(Error::AlreadyLost);
         }
         let result = link.request(request, self.request_timeout, self.max_attempts, deadline);
-        if result == Err(Status::DEVICE_CONNECTION_LOST) {
+        if matches!(&result, Err(e) if e.ends_the_link()) {
             self.lost.store(true, Ordering::Release);
         }
         result
     }
 }
 
-fn wire_result(status: WireStatus) -> Result<(), Status> {
+/// A zero timeout or attempt count would make every call fail at once.
+fn check_budget(request_timeout: Duration, max_attempts: u32) -> Result<(), Error> {
+    if request_timeout.is_zero() {
+        return Err(Error::InvalidArgument(
+            "the request timeout is 0".to_owned(),
+        ));
+    }
+    if max_attempts == 0 {
+        return Err(Error::InvalidArgument(
+            "the number of attempts is 0".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The debuggee's verdict on `access`, sent for `cpu` (an index or `ALL_CPUS`).
+fn wire_result(status: WireStatus, access: MsrAccess, cpu: u8) -> Result<(), Error> {
+    let on = match cpu {
+        ALL_CPUS => OnCpu::EveryRunning,
+        n => OnCpu::One(n.into()),
+    };
     match status {
         WireStatus::Ok => Ok(()),
-        WireStatus::GeneralProtection => Err(Status::EXCEPTION_GENERAL_PROTECTION),
-        WireStatus::NoCpu => Err(Status::BARRIER_NO_CPU),
-        WireStatus::CpuInactive => Err(Status::BARRIER_OWNER_INACTIVE),
+        WireStatus::GeneralProtection => Err(Error::GeneralProtection { access, on }),
+        WireStatus::NoCpu => Err(Error::NoCpu {
+            cpu: cpu.into(),
+            count: None,
+        }),
+        WireStatus::CpuInactive => Err(Error::CpuInactive { cpu: cpu.into() }),
     }
 }
 
@@ -291,17 +323,17 @@ enum Verdict {
 }
 
 /// Why an exchange ended without an answer.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Debug)]
 enum Failure {
-    Status(Status),
+    Error(Error),
     /// The debuggee expects an earlier request of the session: open a new
     /// session and go on in it.
     OutOfSequence,
 }
 
-impl From<Status> for Failure {
-    fn from(status: Status) -> Self {
-        Failure::Status(status)
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure::Error(error)
     }
 }
 
@@ -317,7 +349,7 @@ impl Link {
         per_attempt: Duration,
         attempts: u32,
         deadline: Instant,
-    ) -> Result<u32, Status> {
+    ) -> Result<u32, Error> {
         self.session = None;
         self.handshakes += 1;
         // A fresh random SEQ per Hello: its answer cannot be mistaken for an
@@ -332,7 +364,9 @@ impl Link {
                 Opening::Plain,
             ),
             Some(key) => {
-                let nonce = crate::entropy::nonce().ok_or(Status::INTERNAL_ERROR)?;
+                let nonce = crate::entropy::nonce().ok_or_else(|| {
+                    Error::Internal("the OS gave no random numbers for the handshake".to_owned())
+                })?;
                 (
                     Message::AuthHello {
                         version: PROTOCOL_VERSION,
@@ -355,8 +389,22 @@ impl Link {
         );
         let (id, reply) = match reply {
             Ok(answer) => answer,
-            Err(Failure::Status(status)) => return Err(status),
-            Err(Failure::OutOfSequence) => return Err(Status::INVALID_PACKET),
+            // Silence: nobody runs hv-stub there, or it serves someone else.
+            Err(Failure::Error(Error::Timeout {
+                per_attempt,
+                attempts,
+            })) => {
+                return Err(Error::HandshakeUnanswered {
+                    per_attempt,
+                    attempts,
+                })
+            }
+            Err(Failure::Error(error)) => return Err(error),
+            Err(Failure::OutOfSequence) => {
+                return Err(Error::InvalidPacket(
+                    "a handshake was answered out of sequence",
+                ))
+            }
         };
         let (version, capabilities, keys) = match (reply, opening) {
             (
@@ -380,13 +428,20 @@ impl Link {
                 capabilities,
                 Some(SessionKeys::derive(&key, &nonce, &debuggee_nonce)),
             ),
-            _ => return Err(Status::INVALID_PACKET),
+            _ => {
+                return Err(Error::InvalidPacket(
+                    "the handshake was not answered by a HelloAck",
+                ))
+            }
         };
         if version != PROTOCOL_VERSION {
-            return Err(Status::REVISION_MISMATCH);
+            return Err(Error::RevisionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: Some(version),
+            });
         }
         if id == NO_SESSION {
-            return Err(Status::INVALID_PACKET);
+            return Err(Error::InvalidPacket("the HelloAck opened no session"));
         }
         self.session = Some(Session {
             id,
@@ -405,7 +460,7 @@ impl Link {
         per_attempt: Duration,
         attempts: u32,
         deadline: Instant,
-    ) -> Result<Message, Status> {
+    ) -> Result<Message, Error> {
         let mut resyncs = 0;
         loop {
             let session = match self.session {
@@ -444,19 +499,21 @@ impl Link {
             );
             match answer {
                 Ok((_, reply)) => return Ok(reply),
-                Err(Failure::Status(Status::TIMEOUT)) => {
+                Err(Failure::Error(error @ Error::Timeout { .. })) => {
                     // The request may never have arrived, and the debuggee
                     // would hold every later one for it: the next request
                     // goes into a new session, which makes this one inert.
                     self.session = None;
-                    return Err(Status::TIMEOUT);
+                    return Err(error);
                 }
-                Err(Failure::Status(status)) => return Err(status),
+                Err(Failure::Error(error)) => return Err(error),
                 Err(Failure::OutOfSequence) => {
                     self.session = None;
                     resyncs += 1;
                     if resyncs > RESYNCS_PER_CALL {
-                        return Err(Status::INVALID_PACKET);
+                        return Err(Error::InvalidPacket(
+                            "the debuggee kept saying OutOfSequence in fresh sessions",
+                        ));
                     }
                 }
             }
@@ -488,7 +545,7 @@ impl Link {
             match self.transport.send(frame.as_bytes(), attempt_deadline) {
                 Ok(()) => {}
                 Err(LinkError::TimedOut) => continue,
-                Err(e) => return Err(e.status().into()),
+                Err(e) => return Err(Error::from(e).into()),
             }
             loop {
                 // Frames are judged as the decoder completes them; nothing
@@ -512,7 +569,7 @@ impl Link {
                         }
                     }
                     Err(LinkError::TimedOut) => break,
-                    Err(e) => return Err(e.status().into()),
+                    Err(e) => return Err(Error::from(e).into()),
                 }
                 match verdict {
                     Verdict::Ignore => {}
@@ -521,7 +578,11 @@ impl Link {
                 }
             }
         }
-        Err(Status::TIMEOUT.into())
+        Err(Error::Timeout {
+            per_attempt,
+            attempts,
+        }
+        .into())
     }
 }
 
@@ -566,19 +627,28 @@ fn judge(session: u8, request: &Message, seq: u16, opening: &Opening, frame: &Ra
         Ok(Message::Nak { reason }) => Verdict::Fail(match reason {
             // Our session is gone: the debuggee restarted, or another
             // client's handshake replaced it.
-            NakReason::BadSession | NakReason::SessionTakenOver => {
-                Status::DEVICE_CONNECTION_LOST.into()
+            NakReason::BadSession => Error::SessionUnknown.into(),
+            NakReason::SessionTakenOver => Error::SessionTakenOver.into(),
+            NakReason::UnsupportedVersion => unsupported_version().into(),
+            NakReason::UnknownType => {
+                Error::InvalidPacket("the debuggee does not know this request type").into()
             }
-            NakReason::UnsupportedVersion => Status::REVISION_MISMATCH.into(),
-            NakReason::UnknownType | NakReason::BadPayload => Status::INVALID_PACKET.into(),
+            NakReason::BadPayload => {
+                Error::InvalidPacket("the debuggee found the request's payload malformed").into()
+            }
             NakReason::OutOfSequence if !hello => Failure::OutOfSequence,
-            NakReason::OutOfSequence => Status::INVALID_PACKET.into(),
-            // The debuggee holds a key and we have none.
-            NakReason::AuthRequired | NakReason::AuthUnavailable => Status::ACCESS_DENIED.into(),
+            NakReason::OutOfSequence => {
+                Error::InvalidPacket("a handshake was answered out of sequence").into()
+            }
+            NakReason::AuthRequired => Error::AccessDenied(KEY_REQUIRED).into(),
+            NakReason::AuthUnavailable => Error::AccessDenied(NO_AUTH_ON_OFFER).into(),
         }),
         Ok(message) if frame.kind == expected => Verdict::Answer(frame.session, message),
         // Our id on a frame that is not our answer: the peer is confused.
-        Ok(_) | Err(_) => Verdict::Fail(Status::INVALID_PACKET.into()),
+        Ok(_) => Verdict::Fail(
+            Error::InvalidPacket("the debuggee answered with another kind of message").into(),
+        ),
+        Err(_) => Verdict::Fail(Error::InvalidPacket("the answer does not parse").into()),
     }
 }
 
@@ -599,17 +669,33 @@ fn judge_auth_hello(key: &Psk, nonce: &[u8; NONCE_LEN], frame: &RawFrame) -> Ver
         {
             Some(Ok(message)) => Verdict::Answer(frame.session, message),
             // The debuggee does not hold our key.
-            None => Verdict::Fail(Status::ACCESS_DENIED.into()),
-            Some(Err(_)) => Verdict::Fail(Status::INVALID_PACKET.into()),
+            None => Verdict::Fail(Error::AccessDenied(KEY_MISMATCH).into()),
+            Some(Err(_)) => Verdict::Fail(
+                Error::InvalidPacket("the authenticated handshake answer does not parse").into(),
+            ),
         };
     }
     match Message::parse(frame) {
         Ok(Message::Nak {
             reason: NakReason::UnsupportedVersion,
-        }) => Verdict::Fail(Status::REVISION_MISMATCH.into()),
+        }) => Verdict::Fail(unsupported_version().into()),
         // AuthUnavailable, or a debuggee that does not know AuthHello at
         // all: no authentication on offer.
-        Ok(Message::Nak { .. }) => Verdict::Fail(Status::ACCESS_DENIED.into()),
+        Ok(Message::Nak { .. }) => Verdict::Fail(Error::AccessDenied(NO_AUTH_ON_OFFER).into()),
         _ => Verdict::Ignore,
+    }
+}
+
+/// Why an authenticated link was refused.
+const KEY_REQUIRED: &str = "the debuggee holds a key and this engine has none";
+const KEY_MISMATCH: &str = "the debuggee does not hold this engine's key";
+const NO_AUTH_ON_OFFER: &str =
+    "this engine has a key and the debuggee offers no authentication (no fallback to an unauthenticated link)";
+
+/// The debuggee refused our protocol version without naming its own.
+fn unsupported_version() -> Error {
+    Error::RevisionMismatch {
+        ours: PROTOCOL_VERSION,
+        theirs: None,
     }
 }

@@ -1,7 +1,8 @@
 //! The C ABI (docs/ABI.md, docs/api/). Every export checks its pointers,
 //! catches panics so none crosses into C, and writes an out-parameter only
-//! when it returns `PULSE_STATUS_SUCCESS`. The doc comments below become the
-//! header's comments.
+//! when it returns `PULSE_STATUS_SUCCESS`. This is the one place where a
+//! Rust [`Error`] becomes a `PULSE_STATUS` ([`status_of`]). The doc comments
+//! below become the header's comments.
 #![allow(non_snake_case, non_camel_case_types)]
 
 use std::ffi::{c_char, CStr};
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use crate::config::{EngineConfig, DEFAULT_MAX_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT};
 use crate::engine::{Engine, Switched};
+use crate::error::Error;
 use crate::status::Status as PulseStatus;
 
 /// A status code: `PULSE_STATUS_SUCCESS` (0), an informational code that
@@ -50,28 +52,95 @@ const CONFIG_V1_SIZE: usize = std::mem::offset_of!(PS_ENGINE_CONFIG, pKey);
 const CONFIG_V2_SIZE: usize =
     std::mem::offset_of!(PS_ENGINE_CONFIG, KeySize) + std::mem::size_of::<u32>();
 
-/// Runs `body`, turning a panic into `PULSE_STATUS_INTERNAL_ERROR`.
-fn guarded(body: impl FnOnce() -> PulseStatus) -> PULSE_STATUS {
-    catch_unwind(AssertUnwindSafe(body))
-        .unwrap_or(PulseStatus::INTERNAL_ERROR)
-        .0
+/// The `PULSE_STATUS` of a failure: the one mapping from [`Error`].
+pub fn status_of(error: &Error) -> PulseStatus {
+    match error {
+        Error::InvalidArgument(_) | Error::MalformedTransport { .. } => {
+            PulseStatus::INVALID_PARAMETER
+        }
+        Error::NoSuchDevice { .. }
+        | Error::DeviceBusy { .. }
+        | Error::HostNotFound { .. }
+        | Error::Unreachable { .. } => PulseStatus::NO_SUCH_DEVICE,
+        Error::DevicePermission { .. } | Error::AccessDenied(_) => PulseStatus::ACCESS_DENIED,
+        Error::OutOfResources { .. } | Error::OutOfMemory => PulseStatus::INSUFFICIENT_RESOURCES,
+        Error::ConnectionRefused { .. } => PulseStatus::CONNECTION_REFUSED,
+        Error::ConnectTimeout { .. }
+        | Error::HandshakeUnanswered { .. }
+        | Error::Timeout { .. }
+        | Error::EngineBusy { .. }
+        | Error::LinkTimedOut => PulseStatus::TIMEOUT,
+        Error::ConnectionLost(_)
+        | Error::AlreadyLost
+        | Error::SessionTakenOver
+        | Error::SessionUnknown => PulseStatus::DEVICE_CONNECTION_LOST,
+        Error::ReadFailed(_) => PulseStatus::READ_FAILED,
+        Error::WriteFailed(_) => PulseStatus::WRITE_FAILED,
+        Error::InvalidPacket(_) => PulseStatus::INVALID_PACKET,
+        Error::RevisionMismatch { .. } => PulseStatus::REVISION_MISMATCH,
+        Error::GeneralProtection { .. } => PulseStatus::EXCEPTION_GENERAL_PROTECTION,
+        Error::NoCpu { .. } => PulseStatus::BARRIER_NO_CPU,
+        Error::CpuInactive { .. } => PulseStatus::BARRIER_OWNER_INACTIVE,
+        Error::Internal(_) => PulseStatus::INTERNAL_ERROR,
+    }
 }
 
-/// Converts the C configuration; `None` for anything malformed.
+impl From<&Error> for PulseStatus {
+    fn from(error: &Error) -> PulseStatus {
+        status_of(error)
+    }
+}
+
+impl Error {
+    /// The `PULSE_STATUS` the C ABI returns for this failure ([`status_of`]).
+    pub fn status(&self) -> PulseStatus {
+        status_of(self)
+    }
+}
+
+/// What an export reports: SUCCESS or an informational status (`Ok`), or
+/// a failure.
+type Outcome = Result<PulseStatus, Error>;
+
+/// Runs `body` and returns its status; a panic becomes
+/// `PULSE_STATUS_INTERNAL_ERROR`.
+fn guarded(body: impl FnOnce() -> Outcome) -> PULSE_STATUS {
+    let outcome = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        Err(Error::Internal(format!("caught at the C boundary: {what}")))
+    });
+    match outcome {
+        Ok(status) => status.0,
+        Err(error) => status_of(&error).0,
+    }
+}
+
+/// `INVALID_PARAMETER` naming the NULL pointer argument.
+fn null(argument: &str) -> Error {
+    Error::InvalidArgument(format!("{argument} is NULL"))
+}
+
+/// Converts the C configuration; an error names what is malformed.
 ///
 /// # Safety
 /// `config` must be non-NULL and point to at least a readable `Size` field
 /// followed by `Size` readable bytes; if `Size` covers version 1, `Transport`
 /// must be NULL or a NUL-terminated string; if it covers version 2, `pKey`
 /// must be NULL or point to `KeySize` readable bytes.
-unsafe fn engine_config(config: *const PS_ENGINE_CONFIG) -> Option<EngineConfig> {
+unsafe fn engine_config(config: *const PS_ENGINE_CONFIG) -> Result<EngineConfig, Error> {
     // Fields are read one by one through the raw pointer: a caller's struct
     // may be shorter than ours, so no reference to the whole struct may
     // exist, and each field is read only once Size says it is there.
     // SAFETY: `config` is non-NULL and its Size field is readable.
     let size = unsafe { std::ptr::addr_of!((*config).Size).read_unaligned() } as usize;
     if size < CONFIG_V1_SIZE {
-        return None;
+        return Err(Error::InvalidArgument(format!(
+            "pConfig->Size is {size}, less than the first version of PS_ENGINE_CONFIG ({CONFIG_V1_SIZE} bytes)"
+        )));
     }
     // SAFETY: Size covers the version-1 fields, so they are readable.
     let (transport, timeout_ms, attempts) = unsafe {
@@ -100,16 +169,28 @@ unsafe fn engine_config(config: *const PS_ENGINE_CONFIG) -> Option<EngineConfig>
                 });
                 Some(pulse_proto::Psk::new(bytes))
             }
-            _ => return None,
+            (true, n) => {
+                return Err(Error::InvalidArgument(format!(
+                    "pConfig->KeySize is {n} but pKey is NULL (0 without a key)"
+                )))
+            }
+            (false, n) => {
+                return Err(Error::InvalidArgument(format!(
+                    "pConfig->KeySize is {n}; a key has {} bytes",
+                    pulse_proto::auth::KEY_LEN
+                )))
+            }
         }
     } else {
         None
     };
     if transport.is_null() {
-        return None;
+        return Err(null("pConfig->Transport"));
     }
     // SAFETY: non-NULL, and the caller promises a NUL-terminated string.
-    let transport = unsafe { CStr::from_ptr(transport) }.to_str().ok()?;
+    let transport = unsafe { CStr::from_ptr(transport) }
+        .to_str()
+        .map_err(|_| Error::InvalidArgument("pConfig->Transport is not UTF-8".to_owned()))?;
     let request_timeout = match timeout_ms {
         0 => DEFAULT_REQUEST_TIMEOUT,
         ms => Duration::from_millis(u64::from(ms)),
@@ -118,7 +199,7 @@ unsafe fn engine_config(config: *const PS_ENGINE_CONFIG) -> Option<EngineConfig>
         0 => DEFAULT_MAX_ATTEMPTS,
         n => n,
     };
-    Some(EngineConfig {
+    Ok(EngineConfig {
         transport: transport.to_owned(),
         request_timeout,
         max_attempts,
@@ -160,42 +241,50 @@ pub unsafe extern "C" fn EngCreateEngine(
     ppEngine: *mut PPS_ENGINE,
 ) -> PULSE_STATUS {
     guarded(|| {
-        if pConfig.is_null() || ppEngine.is_null() {
-            return PulseStatus::INVALID_PARAMETER;
+        if pConfig.is_null() {
+            return Err(null("pConfig"));
+        }
+        if ppEngine.is_null() {
+            return Err(null("ppEngine"));
         }
         // SAFETY: non-NULL; the caller promises `Size` readable bytes, and
         // engine_config reads nothing else before checking Size.
-        let config = match unsafe { engine_config(pConfig) } {
-            Some(config) => config,
-            None => return PulseStatus::INVALID_PARAMETER,
-        };
-        match Engine::open(&config) {
-            Ok(engine) => match allocate_handle(engine) {
-                Some(handle) => {
-                    // SAFETY: non-NULL and writable per the caller's promise.
-                    unsafe { ppEngine.write(handle) };
-                    PulseStatus::SUCCESS
-                }
-                None => PulseStatus::INSUFFICIENT_RESOURCES,
-            },
-            Err(status) => status,
-        }
+        let config = unsafe { engine_config(pConfig) }?;
+        let handle = allocate_handle(PS_ENGINE {
+            engine: Engine::open(&config)?,
+        })?;
+        // SAFETY: non-NULL and writable per the caller's promise.
+        unsafe { ppEngine.write(handle) };
+        Ok(PulseStatus::SUCCESS)
     })
 }
 
-/// Moves the engine to the heap for the caller, reporting exhaustion
-/// instead of aborting the host process as `Box::new` would.
-fn allocate_handle(engine: Engine) -> Option<PPS_ENGINE> {
-    let layout = std::alloc::Layout::new::<PS_ENGINE>();
-    // SAFETY: PS_ENGINE is not zero-sized, so the layout is valid for alloc.
-    let raw = unsafe { std::alloc::alloc(layout) }.cast::<PS_ENGINE>();
+/// Moves a handle's object to the heap for the caller, reporting exhaustion
+/// instead of aborting the host process as `Box::new` would. Its pair is
+/// [`release_handle`].
+fn allocate_handle<T>(object: T) -> Result<*mut T, Error> {
+    let layout = std::alloc::Layout::new::<T>();
+    assert!(layout.size() > 0, "handles point to objects with a size");
+    // SAFETY: the layout has a non-zero size (checked above), as alloc needs.
+    let raw = unsafe { std::alloc::alloc(layout) }.cast::<T>();
     if raw.is_null() {
-        return None;
+        return Err(Error::OutOfMemory);
     }
-    // SAFETY: `raw` is freshly allocated with PS_ENGINE's layout; the same
-    // layout is what Box::from_raw in EngDestroyEngine frees with.
-    unsafe { raw.write(PS_ENGINE { engine }) };
-    Some(raw)
+    // SAFETY: `raw` is freshly allocated with T's layout; the same layout is
+    // what Box::from_raw in release_handle frees with.
+    unsafe { raw.write(object) };
+    Ok(raw)
+}
+
+/// Drops the object behind a handle from [`allocate_handle`] and frees it.
+///
+/// # Safety
+/// `handle` must come from `allocate_handle::<T>`, not be released yet, and
+/// be used by no one else.
+unsafe fn release_handle<T>(handle: *mut T) {
+    // SAFETY: allocated with T's layout and initialised by allocate_handle,
+    // which is Box's own layout; ownership is handed back per the contract.
+    drop(unsafe { Box::from_raw(handle) });
 }
 
 /// Destroys an engine and closes its transport.
@@ -210,12 +299,12 @@ fn allocate_handle(engine: Engine) -> Option<PPS_ENGINE> {
 pub unsafe extern "C" fn EngDestroyEngine(pEngine: PPS_ENGINE) -> PULSE_STATUS {
     guarded(|| {
         if pEngine.is_null() {
-            return PulseStatus::INVALID_PARAMETER;
+            return Err(null("pEngine"));
         }
-        // SAFETY: a live handle from EngCreateEngine (Box::into_raw), used by
-        // no one else, per the caller's promise.
-        drop(unsafe { Box::from_raw(pEngine) });
-        PulseStatus::SUCCESS
+        // SAFETY: a live handle from EngCreateEngine (allocate_handle), used
+        // by no one else, per the caller's promise.
+        unsafe { release_handle(pEngine) };
+        Ok(PulseStatus::SUCCESS)
     })
 }
 
@@ -224,22 +313,19 @@ pub unsafe extern "C" fn EngDestroyEngine(pEngine: PPS_ENGINE) -> PULSE_STATUS {
 ///
 /// # Safety
 /// `handle` must be NULL or a live handle from `EngCreateEngine`.
-unsafe fn with_engine(
-    handle: PPS_ENGINE,
-    body: impl FnOnce(&Engine) -> PulseStatus,
-) -> PULSE_STATUS {
+unsafe fn with_engine(handle: PPS_ENGINE, body: impl FnOnce(&Engine) -> Outcome) -> PULSE_STATUS {
     guarded(|| {
         if handle.is_null() {
-            return PulseStatus::INVALID_PARAMETER;
+            return Err(null("pEngine"));
         }
         // SAFETY: non-NULL and live per the caller's promise.
         body(unsafe { &(*handle).engine })
     })
 }
 
-/// The status of a call without a result.
-fn status_of(result: Result<(), PulseStatus>) -> PulseStatus {
-    result.err().unwrap_or(PulseStatus::SUCCESS)
+/// The outcome of a call without a result.
+fn done(result: Result<(), Error>) -> Outcome {
+    result.map(|()| PulseStatus::SUCCESS)
 }
 
 /// Stores a successful call's value through `out` (checked non-NULL by the
@@ -247,15 +333,11 @@ fn status_of(result: Result<(), PulseStatus>) -> PulseStatus {
 ///
 /// # Safety
 /// `out` must be non-NULL and writable.
-unsafe fn store<T>(out: *mut T, result: Result<T, PulseStatus>) -> PulseStatus {
-    match result {
-        Ok(value) => {
-            // SAFETY: non-NULL and writable per this function's contract.
-            unsafe { out.write(value) };
-            PulseStatus::SUCCESS
-        }
-        Err(status) => status,
-    }
+unsafe fn store<T>(out: *mut T, result: Result<T, Error>) -> Outcome {
+    let value = result?;
+    // SAFETY: non-NULL and writable per this function's contract.
+    unsafe { out.write(value) };
+    Ok(PulseStatus::SUCCESS)
 }
 
 /// Writes the specified value to a model-specific register of the debuggee.
@@ -286,7 +368,7 @@ pub unsafe extern "C" fn PsWriteMsr(
     MsrValue: u64,
 ) -> PULSE_STATUS {
     // SAFETY: NULL or live per the caller's promise.
-    unsafe { with_engine(pEngine, |e| status_of(e.write_msr(MsrNumber, MsrValue))) }
+    unsafe { with_engine(pEngine, |e| done(e.write_msr(MsrNumber, MsrValue))) }
 }
 
 /// Reads a model-specific register as the guest would read it (same
@@ -310,7 +392,7 @@ pub unsafe extern "C" fn PsReadMsr(
     unsafe {
         with_engine(pEngine, |e| {
             if pMsrValue.is_null() {
-                return PulseStatus::INVALID_PARAMETER;
+                return Err(null("pMsrValue"));
             }
             store(pMsrValue, e.read_msr(MsrNumber))
         })
@@ -338,10 +420,9 @@ pub unsafe extern "C" fn PsReadMsr(
 pub unsafe extern "C" fn PsSwitchCpu(pEngine: PPS_ENGINE, TargetCpuIndex: u64) -> PULSE_STATUS {
     // SAFETY: NULL or live per the caller's promise.
     unsafe {
-        with_engine(pEngine, |e| match e.switch_cpu(TargetCpuIndex) {
-            Ok(Switched::Switched) => PulseStatus::SUCCESS,
-            Ok(Switched::AlreadyCurrent) => PulseStatus::BARRIER_ALREADY_OWNED,
-            Err(status) => status,
+        with_engine(pEngine, |e| match e.switch_cpu(TargetCpuIndex)? {
+            Switched::Switched => Ok(PulseStatus::SUCCESS),
+            Switched::AlreadyCurrent => Ok(PulseStatus::BARRIER_ALREADY_OWNED),
         })
     }
 }
@@ -364,7 +445,7 @@ pub unsafe extern "C" fn PsGetCpuCount(pEngine: PPS_ENGINE, pCpuCount: *mut u64)
     unsafe {
         with_engine(pEngine, |e| {
             if pCpuCount.is_null() {
-                return PulseStatus::INVALID_PARAMETER;
+                return Err(null("pCpuCount"));
             }
             store(pCpuCount, e.cpu_info().map(|info| info.count))
         })
@@ -387,7 +468,7 @@ pub unsafe extern "C" fn PsGetCurrentCpu(pEngine: PPS_ENGINE, pCpuIndex: *mut u6
     unsafe {
         with_engine(pEngine, |e| {
             if pCpuIndex.is_null() {
-                return PulseStatus::INVALID_PARAMETER;
+                return Err(null("pCpuIndex"));
             }
             store(pCpuIndex, Ok(e.current_cpu()))
         })
@@ -417,11 +498,7 @@ pub unsafe extern "C" fn PsWriteMsrAllCpus(
     MsrValue: u64,
 ) -> PULSE_STATUS {
     // SAFETY: NULL or live per the caller's promise.
-    unsafe {
-        with_engine(pEngine, |e| {
-            status_of(e.write_msr_all_cpus(MsrNumber, MsrValue))
-        })
-    }
+    unsafe { with_engine(pEngine, |e| done(e.write_msr_all_cpus(MsrNumber, MsrValue))) }
 }
 
 /// The name of a status code, e.g. `"PULSE_STATUS_TIMEOUT"`, or
@@ -455,7 +532,9 @@ pub unsafe extern "C" fn PsGetVersion(
 ) -> PULSE_STATUS {
     guarded(|| {
         if pMajor.is_null() || pMinor.is_null() || pPatch.is_null() {
-            return PulseStatus::INVALID_PARAMETER;
+            return Err(Error::InvalidArgument(
+                "pMajor, pMinor and pPatch must all be non-NULL".to_owned(),
+            ));
         }
         let (major, minor, patch) = crate::version::version();
         // SAFETY: non-NULL and writable per the caller's promise.
@@ -464,6 +543,6 @@ pub unsafe extern "C" fn PsGetVersion(
             pMinor.write(minor);
             pPatch.write(patch);
         }
-        PulseStatus::SUCCESS
+        Ok(PulseStatus::SUCCESS)
     })
 }

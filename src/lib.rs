@@ -13,6 +13,7 @@
 pub mod config;
 pub mod engine;
 mod entropy;
+pub mod error;
 pub mod ffi;
 pub mod status;
 #[doc(hidden)]
@@ -21,11 +22,8 @@ pub mod transport;
 
 pub use config::{EngineConfig, TransportSpec};
 pub use engine::Engine;
+pub use error::Error;
 pub use status::Status;
-
-/// Re-exported so Rust users and tests can reach the simulated debuggee.
-pub use hv_stub;
-pub use pulse_proto;
 
 /// The library version (what `PsGetVersion` reports).
 pub mod version;

@@ -16,11 +16,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use pulse::hv_stub::msr::index::*;
-use pulse::pulse_proto::auth::Direction;
-use pulse::pulse_proto::message::{kind, Message};
-use pulse::pulse_proto::{encode_frame, Decoder, Psk, RawFrame, SessionKeys};
+use hv_stub::msr::index::*;
 use pulse::{Engine, EngineConfig, Status};
+use pulse_proto::auth::Direction;
+use pulse_proto::message::{kind, Message};
+use pulse_proto::{encode_frame, Decoder, Psk, RawFrame, SessionKeys};
 use support::relay::{Dir, Relay};
 use support::*;
 
@@ -199,7 +199,7 @@ fn recorded_altered_and_guessed_frames_are_never_executed() {
     }
     assert_eq!(executed(&sim), before);
     assert_eq!(
-        bounded(&cfg, || engine.write_msr(IA32_LSTAR, 1)),
+        bounded(&cfg, || engine.write_msr(IA32_LSTAR, 1)).map_err(|e| e.status()),
         Err(Status::DEVICE_CONNECTION_LOST)
     );
     assert_eq!(second.read_msr(IA32_LSTAR), Ok(kernel_address(19)));

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bochs::{free_port, image, Bochs, Com1};
-use pulse::hv_stub::msr::index::IA32_LSTAR;
+use hv_stub::msr::index::IA32_LSTAR;
 use pulse::{Engine, Status};
 use support::{Link, TEST_KEY};
 
@@ -49,7 +49,7 @@ fn the_right_key_works_over_tcp_against_hv_stub_under_bochs() {
     let engine = loop {
         match Engine::open(&cfg) {
             Ok(engine) => break engine,
-            Err(Status::DEVICE_CONNECTION_LOST) if Instant::now() < end => {
+            Err(e) if e.status() == Status::DEVICE_CONNECTION_LOST && Instant::now() < end => {
                 std::thread::sleep(Duration::from_millis(50))
             }
             Err(s) => panic!("Engine::open({transport}) with the key: {s:?}"),

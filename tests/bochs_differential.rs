@@ -49,8 +49,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use bochs::{free_port, open_engine, parse_obs, Bochs, Com1};
-use pulse::hv_stub::msr::index::*;
-use pulse::hv_stub::routing::TABLE;
+use hv_stub::msr::index::*;
+use hv_stub::routing::TABLE;
 use pulse::{Engine, EngineConfig, Status};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -591,7 +591,10 @@ impl Pair {
     fn read(&mut self, c: &mut Campaign, op: u64, m: &Msr, after: &str) -> bool {
         c.reads += 1;
         let written = self.just_written.take();
-        let (r, s) = (self.real.read_msr(m.index), self.sim.read_msr(m.index));
+        let (r, s) = (
+            self.real.read_msr(m.index).map_err(|e| e.status()),
+            self.sim.read_msr(m.index).map_err(|e| e.status()),
+        );
         c.trace(|| format!("R {:x} bochs {} sim {}", m.index, show(&r), show(&s)));
         if let Err(e) = r {
             if link_lost(e) {
@@ -655,8 +658,8 @@ impl Pair {
     fn write(&mut self, c: &mut Campaign, op: u64, m: &Msr, value: u64) -> bool {
         c.writes += 1;
         let (r, s) = (
-            self.real.write_msr(m.index, value),
-            self.sim.write_msr(m.index, value),
+            self.real.write_msr(m.index, value).map_err(|e| e.status()),
+            self.sim.write_msr(m.index, value).map_err(|e| e.status()),
         );
         c.trace(|| format!("W {:x} {value:x} bochs {r:?} sim {s:?}", m.index));
         if let Err(e) = r {

@@ -22,7 +22,7 @@ const ALIVE_TIMEOUT: Duration = Duration::from_secs(90);
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
 
 // The architectural indices, under the short names this file uses.
-use pulse::hv_stub::msr::index::{
+use hv_stub::msr::index::{
     IA32_BNDCFGS as BNDCFGS, IA32_DEBUGCTL as DEBUGCTL, IA32_EFER as EFER,
     IA32_FEATURE_CONTROL as FEATURE_CONTROL, IA32_FS_BASE as FS_BASE, IA32_GS_BASE as GS_BASE,
     IA32_INTERRUPT_SSP_TABLE_ADDR as INTERRUPT_SSP_TABLE_ADDR,
@@ -84,11 +84,11 @@ fn write_and_observe(vm: &Bochs, engine: &Engine, msr: u32, value: u64, seen: u6
 fn guest_sees_every_write_over_tcp() {
     let (vm, engine, initial) = boot_tcp();
     assert_ne!(
-        engine.capabilities() & pulse::pulse_proto::message::caps::REAL_VMX,
+        engine.capabilities() & pulse_proto::message::caps::REAL_VMX,
         0
     );
     assert_ne!(
-        engine.capabilities() & pulse::pulse_proto::message::caps::GUEST_OBSERVER,
+        engine.capabilities() & pulse_proto::message::caps::GUEST_OBSERVER,
         0
     );
     // Shared MSRs and the always-loaded fields exist on every model.
@@ -128,19 +128,21 @@ fn guest_sees_every_write_over_tcp() {
     // Refused values and a nonexistent MSR: #GP, and nothing breaks.
     let bad_pat = 0x0007_0406_0007_0402; // memory type 2 is reserved
     assert_eq!(
-        engine.write_msr(PAT, bad_pat),
+        engine.write_msr(PAT, bad_pat).map_err(|e| e.status()),
         Err(Status::EXCEPTION_GENERAL_PROTECTION)
     );
     assert_eq!(
-        engine.write_msr(0x1234_5678, 1),
+        engine.write_msr(0x1234_5678, 1).map_err(|e| e.status()),
         Err(Status::EXCEPTION_GENERAL_PROTECTION)
     );
     assert_eq!(
-        engine.read_msr(0x1234_5678),
+        engine.read_msr(0x1234_5678).map_err(|e| e.status()),
         Err(Status::EXCEPTION_GENERAL_PROTECTION)
     );
     assert_eq!(
-        engine.write_msr(LSTAR, 0x8000_0000_0000_0000), // not canonical
+        engine
+            .write_msr(LSTAR, 0x8000_0000_0000_0000)
+            .map_err(|e| e.status()), // not canonical
         Err(Status::EXCEPTION_GENERAL_PROTECTION)
     );
     // IA32_SMBASE: the guest cannot RDMSR it outside SMM; the write lands in
@@ -154,12 +156,14 @@ fn guest_sees_every_write_over_tcp() {
             continue;
         }
         assert_eq!(
-            engine.write_msr(msr, new_value(msr, 0)),
+            engine
+                .write_msr(msr, new_value(msr, 0))
+                .map_err(|e| e.status()),
             Err(Status::EXCEPTION_GENERAL_PROTECTION),
             "write_msr({msr:#x}) of an MSR the guest cannot read"
         );
         assert_eq!(
-            engine.read_msr(msr),
+            engine.read_msr(msr).map_err(|e| e.status()),
             Err(Status::EXCEPTION_GENERAL_PROTECTION),
             "read_msr({msr:#x}) of an MSR the guest cannot read"
         );
@@ -203,7 +207,7 @@ fn serial_transport_over_a_pty() {
     );
     write_and_observe(&vm, &engine, SYSENTER_CS, 0x1_0000_0023, 0x23);
     assert_eq!(
-        engine.write_msr(0x1234_5678, 0),
+        engine.write_msr(0x1234_5678, 0).map_err(|e| e.status()),
         Err(Status::EXCEPTION_GENERAL_PROTECTION)
     );
     write_and_observe(
@@ -298,7 +302,7 @@ fn a_half_frame_left_on_the_line_does_not_swallow_the_next_hello() {
     .expect("Bochs listens on COM1");
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut link = loop {
-        match TcpTransport::connect("127.0.0.1", port, deadline) {
+        match TcpTransport::connect("127.0.0.1", port, deadline, Duration::from_secs(5)) {
             Ok(link) => break link,
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
             Err(s) => panic!("connect: {s:?}"),

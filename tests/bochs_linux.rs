@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bochs::linux::{self, Reading, Report};
 use bochs::{free_port, open_engine, Bochs};
-use pulse::hv_stub::msr::index::{
+use hv_stub::msr::index::{
     IA32_PAT as PAT, IA32_SYSENTER_CS as SYSENTER_CS, IA32_SYSENTER_EIP as SYSENTER_EIP,
     IA32_SYSENTER_ESP as SYSENTER_ESP,
 };
@@ -71,7 +71,7 @@ fn assert_debugger_agrees(vm: &Bochs, engine: &Engine, when: &str) {
     for (&(cpu, msr), &reading) in &view {
         assert_eq!(cpu, CPU, "a CPU this boot does not have reported {msr:#x}");
         assert_eq!(
-            engine.read_msr(msr),
+            engine.read_msr(msr).map_err(|e| e.status()),
             expected(reading),
             "{when}: read_msr({msr:#x}) disagrees with Linux's own read"
         );
@@ -102,7 +102,7 @@ fn refuse(vm: &Bochs, engine: &Engine, msr: u32, value: u64, before: u64) {
     let from = vm.cursor();
     let alive = linux::last_alive(vm);
     assert_eq!(
-        engine.write_msr(msr, value),
+        engine.write_msr(msr, value).map_err(|e| e.status()),
         Err(Status::EXCEPTION_GENERAL_PROTECTION),
         "write_msr({msr:#x}, {value:#x}) must fault"
     );

@@ -10,11 +10,11 @@ use std::mem::size_of;
 use std::ptr::{null, null_mut};
 use std::time::Duration;
 
+use hv_stub::msr::index::*;
 use pulse::ffi::{
     EngCreateEngine, EngDestroyEngine, PsReadMsr, PsStatusToString, PsWriteMsr, PPS_ENGINE,
     PS_ENGINE_CONFIG,
 };
-use pulse::hv_stub::msr::index::*;
 use pulse::Status;
 use support::relay::Relay;
 use support::*;

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pulse::hv_stub::routing::TABLE;
+use hv_stub::routing::TABLE;
 use pulse::Status;
 
 fn pulse(args: &[&str]) -> Output {

@@ -6,10 +6,10 @@
 use std::ffi::CString;
 use std::sync::Arc;
 
+use hv_stub::cpus::CpuState;
+use hv_stub::msr::index::*;
+use hv_stub::routing::TABLE;
 use pulse::ffi::*;
-use pulse::hv_stub::cpus::CpuState;
-use pulse::hv_stub::msr::index::*;
-use pulse::hv_stub::routing::TABLE;
 use pulse::{Engine, EngineConfig, Status};
 
 fn sim(transport: &str) -> Engine {
@@ -40,9 +40,18 @@ fn switching_rules_and_errors() {
         engine.switch_cpu(0),
         Ok(pulse::engine::Switched::AlreadyCurrent)
     );
-    assert_eq!(engine.switch_cpu(4), Err(Status::BARRIER_NO_CPU));
-    assert_eq!(engine.switch_cpu(u64::MAX), Err(Status::BARRIER_NO_CPU));
-    assert_eq!(engine.switch_cpu(2), Err(Status::BARRIER_OWNER_INACTIVE));
+    assert_eq!(
+        engine.switch_cpu(4).map_err(|e| e.status()),
+        Err(Status::BARRIER_NO_CPU)
+    );
+    assert_eq!(
+        engine.switch_cpu(u64::MAX).map_err(|e| e.status()),
+        Err(Status::BARRIER_NO_CPU)
+    );
+    assert_eq!(
+        engine.switch_cpu(2).map_err(|e| e.status()),
+        Err(Status::BARRIER_OWNER_INACTIVE)
+    );
     assert_eq!(engine.current_cpu(), 0, "errors leave the current CPU");
     assert_eq!(engine.switch_cpu(1), Ok(pulse::engine::Switched::Switched));
     assert_eq!(engine.current_cpu(), 1);
@@ -53,11 +62,11 @@ fn switching_rules_and_errors() {
     // It stops again: calls on it say so, and switching away still works.
     target.lock().cpus_mut().set_state(2, CpuState::Stopped);
     assert_eq!(
-        engine.write_msr(IA32_LSTAR, 0),
+        engine.write_msr(IA32_LSTAR, 0).map_err(|e| e.status()),
         Err(Status::BARRIER_OWNER_INACTIVE)
     );
     assert_eq!(
-        engine.read_msr(IA32_LSTAR),
+        engine.read_msr(IA32_LSTAR).map_err(|e| e.status()),
         Err(Status::BARRIER_OWNER_INACTIVE)
     );
     assert_eq!(
@@ -141,7 +150,9 @@ fn all_cpu_write_is_all_or_nothing_and_skips_cpus_not_started() {
         .map(|cpu| target.lock().cpus().model(cpu).state())
         .collect();
     assert_eq!(
-        engine.write_msr_all_cpus(IA32_RTIT_CTL, 0x2101),
+        engine
+            .write_msr_all_cpus(IA32_RTIT_CTL, 0x2101)
+            .map_err(|e| e.status()),
         Err(Status::EXCEPTION_GENERAL_PROTECTION)
     );
     for (cpu, before) in snapshot.iter().enumerate() {
@@ -165,7 +176,9 @@ fn bad_cpu_settings_in_the_transport_string() {
         "sim?online=0",
     ] {
         assert_eq!(
-            Engine::open(&EngineConfig::new(bad)).err(),
+            Engine::open(&EngineConfig::new(bad))
+                .err()
+                .map(|e| e.status()),
             Some(Status::INVALID_PARAMETER),
             "{bad}"
         );

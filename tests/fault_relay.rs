@@ -17,10 +17,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pulse::hv_stub::msr::index::*;
-use pulse::pulse_proto::message::{kind, Message};
-use pulse::pulse_proto::RawFrame;
+use hv_stub::msr::index::*;
 use pulse::{Engine, EngineConfig, Status};
+use pulse_proto::message::{kind, Message};
+use pulse_proto::RawFrame;
 use support::relay::{Dir, Faults, Relay};
 use support::*;
 
@@ -53,7 +53,7 @@ fn open(cfg: &EngineConfig) -> Engine {
     for _ in 0..3 {
         match Engine::open(cfg) {
             Ok(engine) => return engine,
-            Err(Status::TIMEOUT) => continue,
+            Err(e) if e.status() == Status::TIMEOUT => continue,
             Err(other) => panic!("open {}: {other}", cfg.transport),
         }
     }
@@ -65,7 +65,7 @@ fn read_settled(engine: &Engine, msr: u32) -> u64 {
     for _ in 0..5 {
         match engine.read_msr(msr) {
             Ok(v) => return v,
-            Err(Status::TIMEOUT) => continue,
+            Err(e) if e.status() == Status::TIMEOUT => continue,
             Err(other) => panic!("read {msr:#x}: {other}"),
         }
     }
@@ -86,17 +86,17 @@ impl Expect {
         }
     }
 
-    fn wrote(&mut self, value: u64, result: Result<(), Status>) {
+    fn wrote(&mut self, value: u64, result: Result<(), pulse::Error>) {
         match result {
             Ok(()) => self.possible = BTreeSet::from([value]),
-            Err(Status::TIMEOUT) => {
+            Err(e) if e.status() == Status::TIMEOUT => {
                 self.possible.insert(value);
             }
             Err(other) => panic!("write of {value:#x} failed with {other}"),
         }
     }
 
-    fn read(&mut self, what: &str, result: Result<u64, Status>) {
+    fn read(&mut self, what: &str, result: Result<u64, pulse::Error>) {
         match result {
             Ok(v) => {
                 assert!(
@@ -106,7 +106,7 @@ impl Expect {
                 );
                 self.possible = BTreeSet::from([v]);
             }
-            Err(Status::TIMEOUT) => {}
+            Err(e) if e.status() == Status::TIMEOUT => {}
             Err(other) => panic!("{what}: read failed with {other}"),
         }
     }
@@ -131,7 +131,10 @@ fn lossy_link_every_write_ends_in_bound_and_executes_exactly_once(link: Link) {
         let value = kernel_address(0x1000 + i);
         let (result, elapsed) = timed(|| engine.write_msr(IA32_LSTAR, value));
         assert!(
-            matches!(result, Ok(()) | Err(Status::TIMEOUT)),
+            matches!(
+                result.as_ref().map_err(|e| e.status()),
+                Ok(()) | Err(Status::TIMEOUT)
+            ),
             "seed {seed}: write {i} ended with {result:?}"
         );
         assert!(
@@ -222,7 +225,7 @@ fn all_responses_lost_times_out_in_bound_after_one_execution_of_identical_resend
 
     relay.set_faults(Dir::Responses, lossy(1.0, 0.0));
     let (result, elapsed) = timed(|| engine.write_msr(IA32_LSTAR, kernel_address(2)));
-    assert_eq!(result, Err(Status::TIMEOUT));
+    assert_eq!(result.map_err(|e| e.status()), Err(Status::TIMEOUT));
     relay.quiesce();
     assert!(
         elapsed >= budget(&cfg) - Duration::from_millis(10),
@@ -465,7 +468,11 @@ fn assert_lost_for_good(engine: &Engine) {
                 engine.write_msr(IA32_LSTAR, kernel_address(9))
             }
         });
-        assert_eq!(result, Err(Status::DEVICE_CONNECTION_LOST), "call {i}");
+        assert_eq!(
+            result.map_err(|e| e.status()),
+            Err(Status::DEVICE_CONNECTION_LOST),
+            "call {i}"
+        );
         assert!(
             elapsed < Duration::from_millis(50),
             "call {i} after the loss took {elapsed:?}"
@@ -481,7 +488,10 @@ fn cut_while_idle_is_connection_lost_and_later_calls_fail_fast(link: Link) {
     assert_eq!(engine.write_msr(IA32_LSTAR, kernel_address(1)), Ok(()));
     relay.cut();
     let (result, elapsed) = timed(|| engine.write_msr(IA32_LSTAR, kernel_address(2)));
-    assert_eq!(result, Err(Status::DEVICE_CONNECTION_LOST));
+    assert_eq!(
+        result.map_err(|e| e.status()),
+        Err(Status::DEVICE_CONNECTION_LOST)
+    );
     assert!(elapsed < cfg.request_timeout, "took {elapsed:?}");
     assert_lost_for_good(&engine);
 }
@@ -499,7 +509,11 @@ fn cut_during_a_call_is_connection_lost_not_timeout(link: Link) {
         // instead.
         relay.cut_after(dir, 0);
         let (result, elapsed) = timed(|| engine.read_msr(IA32_LSTAR));
-        assert_eq!(result, Err(Status::DEVICE_CONNECTION_LOST), "{dir:?}");
+        assert_eq!(
+            result.map_err(|e| e.status()),
+            Err(Status::DEVICE_CONNECTION_LOST),
+            "{dir:?}"
+        );
         assert!(elapsed < cfg.request_timeout, "{dir:?}: took {elapsed:?}");
         let executed = handler_stats(&sim.target).reads_executed - reads;
         let expected = u64::from(dir == Dir::Responses);

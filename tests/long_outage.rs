@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hv_stub::msr::index::IA32_LSTAR;
+use hv_stub::CpuCaps;
 use hv_stub_sim::SharedTarget;
-use pulse::hv_stub::msr::index::IA32_LSTAR;
-use pulse::hv_stub::CpuCaps;
 use pulse::transport::{LinkError, Transport};
 use pulse::{Engine, Status};
 
@@ -29,7 +29,7 @@ struct Line {
 impl Transport for Line {
     fn send(&mut self, bytes: &[u8], _deadline: Instant) -> Result<(), LinkError> {
         if self.down.load(Ordering::Relaxed) {
-            if bytes.get(2) == Some(&pulse::pulse_proto::message::kind::HELLO) {
+            if bytes.get(2) == Some(&pulse_proto::message::kind::HELLO) {
                 self.hellos_lost.fetch_add(1, Ordering::Relaxed);
             }
             return Ok(());
@@ -80,7 +80,7 @@ fn outage_of(calls: u64) -> Recovery {
     for i in 0..calls {
         let value = 0xFFFF_F800_1000_0000 | i << 4;
         assert_eq!(
-            engine.write_msr(IA32_LSTAR, value),
+            engine.write_msr(IA32_LSTAR, value).map_err(|e| e.status()),
             Err(Status::TIMEOUT),
             "call {i} during the outage"
         );

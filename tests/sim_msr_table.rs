@@ -6,7 +6,7 @@
 //! the debugger can see. (hv-stub/core/tests/ covers the same routing on the
 //! model directly, on every CPU profile.)
 
-use pulse::hv_stub::msr::{entry, index::*};
+use hv_stub::msr::{entry, index::*};
 use pulse::{Engine, EngineConfig, Status};
 
 const GP: Status = Status::EXCEPTION_GENERAL_PROTECTION;
@@ -151,7 +151,11 @@ fn every_guest_applied_msr_with_each_load_control_setting() {
             for &bad in case.refused {
                 let guest_before = guest_sees(&engine, case.msr);
                 let read_before = engine.read_msr(case.msr);
-                assert_eq!(engine.write_msr(case.msr, bad), Err(GP), "{what}: {bad:#x}");
+                assert_eq!(
+                    engine.write_msr(case.msr, bad).map_err(|e| e.status()),
+                    Err(GP),
+                    "{what}: {bad:#x}"
+                );
                 assert_eq!(
                     guest_sees(&engine, case.msr),
                     guest_before,
@@ -185,14 +189,19 @@ fn smbase_lands_in_the_guest_smbase_field() {
     assert_eq!(engine.read_msr(IA32_SMBASE), Ok(0x4_0000));
     let target = engine.sim_target().unwrap();
     let vmcs_smbase = {
-        use pulse::hv_stub::VmxBackend;
+        use hv_stub::VmxBackend;
         target
             .lock()
             .model()
-            .vmread(pulse::hv_stub::msr::field::GUEST_SMBASE)
+            .vmread(hv_stub::msr::field::GUEST_SMBASE)
     };
     assert_eq!(vmcs_smbase, 0x4_0000);
-    assert_eq!(engine.write_msr(IA32_SMBASE, 1 << 32), Err(GP));
+    assert_eq!(
+        engine
+            .write_msr(IA32_SMBASE, 1 << 32)
+            .map_err(|e| e.status()),
+        Err(GP)
+    );
     assert_eq!(engine.read_msr(IA32_SMBASE), Ok(0x4_0000));
 }
 
@@ -208,8 +217,16 @@ fn msrs_the_cpu_lacks_fault_for_write_and_read() {
     ] {
         let engine = sim(cpu);
         for &msr in msrs {
-            assert_eq!(engine.write_msr(msr, 0), Err(GP), "{cpu}: {msr:#x}");
-            assert_eq!(engine.read_msr(msr), Err(GP), "{cpu}: {msr:#x}");
+            assert_eq!(
+                engine.write_msr(msr, 0).map_err(|e| e.status()),
+                Err(GP),
+                "{cpu}: {msr:#x}"
+            );
+            assert_eq!(
+                engine.read_msr(msr).map_err(|e| e.status()),
+                Err(GP),
+                "{cpu}: {msr:#x}"
+            );
             assert_eq!(guest_sees(&engine, msr), None, "{cpu}: {msr:#x}");
         }
     }

@@ -1,7 +1,7 @@
 //! The shortest path end to end on the `sim` target: handshake, a write of
 //! a guest-applied MSR, the guest's own view, a read back, a #GP.
 
-use pulse::hv_stub::msr::index::*;
+use hv_stub::msr::index::*;
 use pulse::{Engine, EngineConfig, Status};
 
 #[test]
@@ -18,11 +18,13 @@ fn write_then_guest_sees_it_and_read_agrees() {
     assert_eq!(engine.read_msr(IA32_SYSENTER_CS), Ok(0x10));
     assert_eq!(engine.read_msr(IA32_LSTAR), Ok(0xFFFF_F800_1234_5000));
     assert_eq!(
-        engine.write_msr(0x1234_5678, 1),
+        engine.write_msr(0x1234_5678, 1).map_err(|e| e.status()),
         Err(Status::EXCEPTION_GENERAL_PROTECTION)
     );
     assert_eq!(
-        engine.write_msr(IA32_PAT, 0x0202_0202_0202_0202),
+        engine
+            .write_msr(IA32_PAT, 0x0202_0202_0202_0202)
+            .map_err(|e| e.status()),
         Err(Status::EXCEPTION_GENERAL_PROTECTION)
     );
     assert!(target.lock().last_entry_failure().is_none());

@@ -6,10 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use pulse::hv_stub::msr::index::*;
-use pulse::pulse_proto::message::{kind, Message, NakReason};
-use pulse::pulse_proto::PROTOCOL_VERSION;
+use hv_stub::msr::index::*;
 use pulse::{Engine, Status};
+use pulse_proto::message::{kind, Message, NakReason};
+use pulse_proto::PROTOCOL_VERSION;
 use support::*;
 
 /// Guest-applied and shared MSRs with values the modern profile accepts,
@@ -52,7 +52,9 @@ fn in_process_server_writes_reach_the_guest_and_reads_agree() {
     }
     // A refused value changes nothing the guest sees.
     assert_eq!(
-        engine.write_msr(IA32_PAT, 0x0202_0202_0202_0202),
+        engine
+            .write_msr(IA32_PAT, 0x0202_0202_0202_0202)
+            .map_err(|e| e.status()),
         Err(Status::EXCEPTION_GENERAL_PROTECTION)
     );
     assert_eq!(
@@ -60,11 +62,11 @@ fn in_process_server_writes_reach_the_guest_and_reads_agree() {
         Some(0x0007_0406_0105_0406)
     );
     assert_eq!(
-        engine.write_msr(0x1234_5678, 1),
+        engine.write_msr(0x1234_5678, 1).map_err(|e| e.status()),
         Err(Status::EXCEPTION_GENERAL_PROTECTION)
     );
     assert_eq!(
-        engine.read_msr(0x1234_5678),
+        engine.read_msr(0x1234_5678).map_err(|e| e.status()),
         Err(Status::EXCEPTION_GENERAL_PROTECTION)
     );
 
@@ -105,14 +107,17 @@ fn separate_process_round_trip_then_kill_is_connection_lost_and_stays_fast() {
         assert_eq!(engine.read_msr(msr), Ok(seen), "read back {msr:#x}");
     }
     assert_eq!(
-        engine.write_msr(0x1234_5678, 1),
+        engine.write_msr(0x1234_5678, 1).map_err(|e| e.status()),
         Err(Status::EXCEPTION_GENERAL_PROTECTION)
     );
 
     server.kill();
 
     let (first, elapsed) = timed(|| engine.write_msr(IA32_LSTAR, 0xFFFF_F800_0000_1000));
-    assert_eq!(first, Err(Status::DEVICE_CONNECTION_LOST));
+    assert_eq!(
+        first.map_err(|e| e.status()),
+        Err(Status::DEVICE_CONNECTION_LOST)
+    );
     assert!(
         elapsed < budget(&cfg),
         "noticing EOF took {elapsed:?}, more than a full call budget"
@@ -125,7 +130,11 @@ fn separate_process_round_trip_then_kill_is_connection_lost_and_stays_fast() {
                 engine.write_msr(IA32_LSTAR, 0xFFFF_F800_0000_2000)
             }
         });
-        assert_eq!(result, Err(Status::DEVICE_CONNECTION_LOST), "call {i}");
+        assert_eq!(
+            result.map_err(|e| e.status()),
+            Err(Status::DEVICE_CONNECTION_LOST),
+            "call {i}"
+        );
         assert!(
             elapsed < Duration::from_millis(50),
             "call {i} after the loss took {elapsed:?}"
@@ -138,7 +147,10 @@ fn nothing_listening_is_connection_refused() {
     let port = closed_port();
     let (result, elapsed) =
         timed(|| Engine::open(&config(&format!("tcp:127.0.0.1:{port}"), 300, 3)));
-    assert_eq!(result.err(), Some(Status::CONNECTION_REFUSED));
+    assert_eq!(
+        result.err().map(|e| e.status()),
+        Some(Status::CONNECTION_REFUSED)
+    );
     assert!(elapsed < Duration::from_millis(900), "took {elapsed:?}");
 }
 
@@ -147,7 +159,8 @@ fn unresolvable_host_is_a_device_error_not_a_parameter_error() {
     let result = Engine::open(&config("tcp:no-such-host.invalid:1", 200, 3));
     let status = result
         .err()
-        .expect("a host that does not exist cannot open");
+        .expect("a host that does not exist cannot open")
+        .status();
     assert_ne!(status, Status::SUCCESS);
     assert_ne!(
         status,
@@ -161,7 +174,7 @@ fn silent_server_times_out_after_exactly_max_attempts_identical_hellos() {
     let server = SilentServer::start();
     let cfg = config(&server.transport(), 100, 3);
     let (result, elapsed) = timed(|| Engine::open(&cfg));
-    assert_eq!(result.err(), Some(Status::TIMEOUT));
+    assert_eq!(result.err().map(|e| e.status()), Some(Status::TIMEOUT));
     assert!(
         elapsed >= Duration::from_millis(290),
         "gave up after {elapsed:?}, before 3 attempts of 100 ms"
@@ -182,7 +195,7 @@ fn silent_server_times_out_after_exactly_max_attempts_identical_hellos() {
         frames.iter().all(|f| *f == frames[0]),
         "retransmissions must be byte-identical: {frames:02x?}"
     );
-    let mut decoder = pulse::pulse_proto::Decoder::new();
+    let mut decoder = pulse_proto::Decoder::new();
     let mut hello = None;
     decoder.feed(&frames[0], |f| hello = Some(f));
     let hello = hello.unwrap();
@@ -201,7 +214,10 @@ fn peer_that_hangs_up_during_the_handshake_is_connection_lost() {
     let server = ScriptedServer::start(Box::new(|_| Some(Vec::new())));
     let cfg = config(&server.transport(), 300, 3);
     let (result, elapsed) = timed(|| Engine::open(&cfg));
-    assert_eq!(result.err(), Some(Status::DEVICE_CONNECTION_LOST));
+    assert_eq!(
+        result.err().map(|e| e.status()),
+        Some(Status::DEVICE_CONNECTION_LOST)
+    );
     assert!(elapsed < budget(&cfg), "took {elapsed:?}");
 }
 
@@ -214,7 +230,10 @@ fn peer_speaking_another_protocol_version_is_revision_mismatch() {
         Some(nak.to_frame(f.session, f.seq).as_bytes().to_vec())
     }));
     let result = Engine::open(&config(&server.transport(), 300, 3));
-    assert_eq!(result.err(), Some(Status::REVISION_MISMATCH));
+    assert_eq!(
+        result.err().map(|e| e.status()),
+        Some(Status::REVISION_MISMATCH)
+    );
     let acked_wrong = ScriptedServer::start(Box::new(|f| {
         let ack = Message::HelloAck {
             version: PROTOCOL_VERSION + 1,
@@ -224,7 +243,10 @@ fn peer_speaking_another_protocol_version_is_revision_mismatch() {
         Some(ack.to_frame(7, f.seq).as_bytes().to_vec())
     }));
     let result = Engine::open(&config(&acked_wrong.transport(), 300, 3));
-    assert_eq!(result.err(), Some(Status::REVISION_MISMATCH));
+    assert_eq!(
+        result.err().map(|e| e.status()),
+        Some(Status::REVISION_MISMATCH)
+    );
 }
 
 #[test]
@@ -247,13 +269,16 @@ fn handshake_answer_without_a_session_is_invalid_packet() {
             window: 32,
         };
         Some(
-            ack.to_frame(pulse::pulse_proto::NO_SESSION, f.seq)
+            ack.to_frame(pulse_proto::NO_SESSION, f.seq)
                 .as_bytes()
                 .to_vec(),
         )
     }));
     let result = Engine::open(&config(&server.transport(), 300, 3));
-    assert_eq!(result.err(), Some(Status::INVALID_PACKET));
+    assert_eq!(
+        result.err().map(|e| e.status()),
+        Some(Status::INVALID_PACKET)
+    );
 }
 
 #[test]
@@ -268,7 +293,7 @@ fn wrong_answer_to_our_request_is_invalid_packet() {
             }
         } else {
             Message::ReadAck {
-                status: pulse::pulse_proto::WireStatus::Ok,
+                status: pulse_proto::WireStatus::Ok,
                 value: 1,
             }
         };
@@ -276,7 +301,9 @@ fn wrong_answer_to_our_request_is_invalid_packet() {
     }));
     let engine = Engine::open(&config(&server.transport(), 300, 3)).expect("handshake");
     assert_eq!(
-        engine.write_msr(IA32_LSTAR, 0xFFFF_F800_0000_0000),
+        engine
+            .write_msr(IA32_LSTAR, 0xFFFF_F800_0000_0000)
+            .map_err(|e| e.status()),
         Err(Status::INVALID_PACKET)
     );
 }
@@ -329,7 +356,7 @@ fn open_stays_within_its_budget_when_connecting_is_slow() {
         connected_after >= Duration::from_millis(800),
         "precondition: connecting should have taken ~1 s (SYN resend), took {connected_after:?}"
     );
-    assert_eq!(result.err(), Some(Status::TIMEOUT));
+    assert_eq!(result.err().map(|e| e.status()), Some(Status::TIMEOUT));
     assert!(
         elapsed <= budget(&cfg) + Duration::from_millis(300),
         "EngCreateEngine took {elapsed:?} (connected after {connected_after:?}); \
@@ -349,6 +376,9 @@ fn out_of_file_descriptors_is_insufficient_resources() {
         let old = exhaust_fd_limit();
         let result = Engine::open(&config(&transport, 300, 3));
         restore_fd_limit(old);
-        assert_eq!(result.err(), Some(Status::INSUFFICIENT_RESOURCES));
+        assert_eq!(
+            result.err().map(|e| e.status()),
+            Some(Status::INSUFFICIENT_RESOURCES)
+        );
     });
 }

@@ -3,8 +3,8 @@
 //! (Each bench uses part of it.)
 #![allow(dead_code)]
 
-use pulse::pulse_proto::frame::{HEADER_LEN, TRAILER_LEN};
-use pulse::pulse_proto::{Message, WireStatus, MAX_PAYLOAD};
+use pulse_proto::frame::{HEADER_LEN, TRAILER_LEN};
+use pulse_proto::{Message, WireStatus, MAX_PAYLOAD};
 
 /// Bytes of one frame carrying `message` (docs/PROTOCOL.md section 7).
 fn frame_len(message: Message) -> usize {

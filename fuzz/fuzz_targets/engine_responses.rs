@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use parking_lot::Mutex;
-use pulse::pulse_proto::message::{kind, Message, WireStatus};
-use pulse::pulse_proto::{encode_frame, Decoder, RawFrame, MAX_FRAME};
+use pulse_proto::message::{kind, Message, WireStatus};
+use pulse_proto::{encode_frame, Decoder, RawFrame, MAX_FRAME};
 use pulse::transport::{LinkError, Transport};
 use pulse::{Engine, Status};
 
@@ -181,7 +181,8 @@ fuzz_target!(|data: &[u8]| {
     assert!(start.elapsed() <= budget + margin);
     let engine = match engine {
         Ok(engine) => engine,
-        Err(status) => {
+        Err(error) => {
+            let status = error.status();
             assert!(
                 [
                     Status::TIMEOUT,
@@ -201,11 +202,11 @@ fuzz_target!(|data: &[u8]| {
         let sent_before = log.lock().sent.len();
         let start = Instant::now();
         let (status, read) = if i % 2 == 0 {
-            (engine.write_msr(msr, value).err(), None)
+            (engine.write_msr(msr, value).err().map(|e| e.status()), None)
         } else {
             match engine.read_msr(msr) {
                 Ok(v) => (None, Some(v)),
-                Err(s) => (Some(s), None),
+                Err(e) => (Some(e.status()), None),
             }
         };
         assert!(start.elapsed() <= budget + margin, "call {i} overran");

@@ -5,8 +5,8 @@
 
 use std::process::ExitCode;
 
-use pulse::hv_stub::msr::index::*;
-use pulse::hv_stub::routing::route_of;
+use hv_stub::msr::index::*;
+use hv_stub::routing::route_of;
 use pulse::{Engine, EngineConfig, Status};
 
 const GP: Status = Status::EXCEPTION_GENERAL_PROTECTION;
@@ -48,8 +48,8 @@ fn main() -> ExitCode {
     let transport = std::env::args().nth(1).unwrap_or_else(|| "sim".to_owned());
     let engine = match Engine::open(&EngineConfig::new(&transport)) {
         Ok(engine) => engine,
-        Err(status) => {
-            eprintln!("pulse-demo: cannot open `{transport}`: {status}");
+        Err(error) => {
+            eprintln!("pulse-demo: cannot open `{transport}`: {}", error.status());
             return ExitCode::FAILURE;
         }
     };
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     for (msr, value, why, expected) in STEPS {
         let status = match engine.write_msr(msr, value) {
             Ok(()) => Status::SUCCESS,
-            Err(status) => status,
+            Err(error) => error.status(),
         };
         println!("PsWriteMsr({}, {value:#018x})  [{why}]", name(msr));
         println!("    -> {}", status.name().unwrap_or("?"));
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
         }
         match engine.read_msr(msr) {
             Ok(v) => println!("    PsReadMsr: the guest reads {v:#018x}"),
-            Err(status) => println!("    PsReadMsr: {status}"),
+            Err(error) => println!("    PsReadMsr: {}", error.status()),
         }
         if let Some(target) = engine.sim_target() {
             let target = target.lock();

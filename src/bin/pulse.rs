@@ -15,9 +15,9 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use hv_stub::routing::{GUEST_APPLIED, TABLE};
 use pulse::engine::CpuInfo;
-use pulse::hv_stub::routing::{GUEST_APPLIED, TABLE};
-use pulse::{Engine, EngineConfig, Status, TransportSpec};
+use pulse::{Engine, EngineConfig, Error, Status, TransportSpec};
 
 /// The exit status of each failure status; 0 is success. Distinct per
 /// code so that a script can tell them apart; `--help` prints this table.
@@ -266,7 +266,7 @@ struct Options {
     transport: String,
     /// `--key-file` (or `$PULSE_KEY_FILE`), and the key read from it.
     key_file: Option<String>,
-    key: Option<pulse::pulse_proto::Psk>,
+    key: Option<pulse_proto::Psk>,
     timeout_ms: Option<u32>,
     attempts: Option<u32>,
     json: bool,
@@ -822,10 +822,10 @@ fn print_usage_error(json: bool, message: &str, line: Option<usize>) {
     }
 }
 
-fn status_of<T>(result: &Result<T, Status>) -> Status {
+fn status_of<T>(result: &Result<T, Error>) -> Status {
     match result {
         Ok(_) => Status::SUCCESS,
-        Err(status) => *status,
+        Err(error) => error.status(),
     }
 }
 
@@ -840,7 +840,7 @@ fn open_engine(options: &Options, printer: &mut Printer) -> Option<Engine> {
     config.key = options.key;
     match Engine::open(&config) {
         Ok(engine) => Some(engine),
-        Err(status) => {
+        Err(error) => {
             printer.report(&Outcome {
                 op: "open",
                 msr: None,
@@ -849,7 +849,7 @@ fn open_engine(options: &Options, printer: &mut Printer) -> Option<Engine> {
                 value: None,
                 field: None,
                 cpu: None,
-                status,
+                status: error.status(),
             });
             None
         }
@@ -861,7 +861,7 @@ fn open_engine(options: &Options, printer: &mut Printer) -> Option<Engine> {
 fn switch_to(engine: &Engine, cpu: u64, printer: &mut Printer) -> bool {
     match engine.switch_cpu(cpu) {
         Ok(_) => true,
-        Err(status) => {
+        Err(error) => {
             printer.report(&Outcome {
                 op: "switch",
                 msr: None,
@@ -870,7 +870,7 @@ fn switch_to(engine: &Engine, cpu: u64, printer: &mut Printer) -> bool {
                 value: None,
                 field: None,
                 cpu: Some(OnCpu::One(cpu)),
-                status,
+                status: error.status(),
             });
             false
         }
@@ -959,10 +959,10 @@ fn execute_on(
             // One read and one write; the result names both values.
             let old = match engine.read_msr(msr.number) {
                 Ok(old) => old,
-                Err(status) => {
+                Err(error) => {
                     printer.report(&Outcome {
                         cpu: on,
-                        ..Outcome::on("rmw", *msr, status)
+                        ..Outcome::on("rmw", *msr, error.status())
                     });
                     return;
                 }
@@ -1013,8 +1013,8 @@ fn probe_msrs(engine: &Engine, printer: &mut Printer) {
     for (name, number) in known_msrs() {
         match engine.read_msr(number) {
             Ok(value) => list_line(&mut out, name, number, Some(value), printer.json),
-            Err(Status::EXCEPTION_GENERAL_PROTECTION) => {}
-            Err(status) => {
+            Err(error) if error.status() == Status::EXCEPTION_GENERAL_PROTECTION => {}
+            Err(error) => {
                 let _ = io::stdout().lock().write_all(out.as_bytes());
                 printer.report(&Outcome::on(
                     "rdmsr",
@@ -1022,7 +1022,7 @@ fn probe_msrs(engine: &Engine, printer: &mut Printer) {
                         number,
                         name: Some(name),
                     },
-                    status,
+                    error.status(),
                 ));
                 return;
             }
@@ -1036,7 +1036,7 @@ fn probe_msrs(engine: &Engine, printer: &mut Printer) {
 fn cpu_info(engine: &Engine, printer: &mut Printer) -> Option<CpuInfo> {
     match engine.cpu_info() {
         Ok(info) => Some(info),
-        Err(status) => {
+        Err(error) => {
             printer.report(&Outcome {
                 op: "cpus",
                 msr: None,
@@ -1045,7 +1045,7 @@ fn cpu_info(engine: &Engine, printer: &mut Printer) -> Option<CpuInfo> {
                 value: None,
                 field: None,
                 cpu: None,
-                status,
+                status: error.status(),
             });
             None
         }

@@ -1,16 +1,16 @@
 //! Byte links to the debuggee. A transport moves bytes and reports how it
 //! failed; framing, retries and timeouts live in the engine.
 
+use std::any::Any;
 use std::io;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-
 use crate::config::TransportSpec;
-use crate::status::Status;
+use crate::error::Error;
+use pulse_proto::Psk;
 
 pub mod serial;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod tcp;
 
@@ -28,15 +28,6 @@ pub enum LinkError {
 }
 
 impl LinkError {
-    pub fn status(&self) -> Status {
-        match self {
-            LinkError::TimedOut => Status::TIMEOUT,
-            LinkError::Lost(_) => Status::DEVICE_CONNECTION_LOST,
-            LinkError::ReadFailed(_) => Status::READ_FAILED,
-            LinkError::WriteFailed(_) => Status::WRITE_FAILED,
-        }
-    }
-
     fn is_lost_kind(kind: io::ErrorKind) -> bool {
         use io::ErrorKind::*;
         matches!(
@@ -70,17 +61,30 @@ pub trait Transport: Send {
     /// Waits until some bytes arrive (returns how many, never 0) or the
     /// deadline passes (`TimedOut`).
     fn recv(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, LinkError>;
+    /// A debuggee that runs inside this process behind the transport, for
+    /// inspection by tests and demos (`None` for a real link).
+    fn in_process_debuggee(&self) -> Option<&dyn Any> {
+        None
+    }
 }
 
-/// `INSUFFICIENT_RESOURCES` for an open that failed for lack of file
-/// descriptors, buffers or memory.
-pub fn resource_shortage(e: &io::Error) -> Option<Status> {
-    match e.raw_os_error() {
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS) => {
-            Some(Status::INSUFFICIENT_RESOURCES)
+impl From<LinkError> for Error {
+    fn from(e: LinkError) -> Error {
+        match e {
+            LinkError::TimedOut => Error::LinkTimedOut,
+            LinkError::Lost(e) => Error::ConnectionLost(e),
+            LinkError::ReadFailed(e) => Error::ReadFailed(e),
+            LinkError::WriteFailed(e) => Error::WriteFailed(e),
         }
-        _ => None,
     }
+}
+
+/// An open that failed for lack of file descriptors, buffers or memory.
+pub fn is_resource_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
+    )
 }
 
 /// Time left until `deadline`, or `TimedOut` if none.
@@ -93,30 +97,31 @@ pub fn remaining(deadline: Instant) -> Result<Duration, LinkError> {
     }
 }
 
-/// An open transport; for `sim`, also a handle on the simulated debuggee.
-pub struct Opened {
-    pub link: Box<dyn Transport>,
-    pub sim: Option<Arc<Mutex<hv_stub::sim::SimTarget>>>,
-}
-
-/// Opens the transport a spec names; connecting ends by `deadline`.
-pub fn open(spec: &TransportSpec, deadline: Instant) -> Result<Opened, Status> {
+/// Opens the transport a spec names; connecting ends by `deadline`
+/// (`budget` is that deadline's distance, for the message). An in-process
+/// debuggee is given `key`, so that it speaks the authenticated protocol.
+pub fn open(
+    spec: &TransportSpec,
+    key: Option<Psk>,
+    deadline: Instant,
+    budget: Duration,
+) -> Result<Box<dyn Transport>, Error> {
+    #[cfg(not(feature = "sim"))]
+    let _ = key;
     match spec {
+        #[cfg(feature = "sim")]
         TransportSpec::Sim { cpu, cpus, online } => {
             let transport = sim::SimTransport::new(*cpu, *cpus, *online);
-            let target = transport.target();
-            Ok(Opened {
-                link: Box::new(transport),
-                sim: Some(target),
-            })
+            if let Some(key) = key {
+                transport.target().lock().stub_mut().set_key(key);
+            }
+            Ok(Box::new(transport))
         }
-        TransportSpec::Tcp { host, port } => Ok(Opened {
-            link: Box::new(tcp::TcpTransport::connect(host, *port, deadline)?),
-            sim: None,
-        }),
-        TransportSpec::Serial { device, baud } => Ok(Opened {
-            link: Box::new(serial::SerialTransport::open(device, *baud)?),
-            sim: None,
-        }),
+        TransportSpec::Tcp { host, port } => Ok(Box::new(tcp::TcpTransport::connect(
+            host, *port, deadline, budget,
+        )?)),
+        TransportSpec::Serial { device, baud } => {
+            Ok(Box::new(serial::SerialTransport::open(device, *baud)?))
+        }
     }
 }

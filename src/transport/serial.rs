@@ -7,14 +7,14 @@ use std::time::Instant;
 use serialport::{ClearBuffer, SerialPort, TTYPort};
 
 use super::{remaining, LinkError, Transport};
-use crate::status::Status;
+use crate::error::Error;
 
 pub struct SerialTransport {
     port: TTYPort,
 }
 
 impl SerialTransport {
-    pub fn open(device: &str, baud: u32) -> Result<Self, Status> {
+    pub fn open(device: &str, baud: u32) -> Result<Self, Error> {
         let port = serialport::new(device, baud)
             .data_bits(serialport::DataBits::Eight)
             .parity(serialport::Parity::None)
@@ -31,23 +31,49 @@ impl SerialTransport {
 /// Why a device could not be opened. serialport's error has lost the OS
 /// error code by now (it maps EMFILE, ENOMEM... to "unknown"), so a failed
 /// open is repeated with std to learn it.
-fn open_failure(device: &str, e: &serialport::Error) -> Status {
+fn open_failure(device: &str, e: &serialport::Error) -> Error {
     use std::os::unix::fs::OpenOptionsExt;
+    let device = device.to_owned();
     match e.kind() {
-        serialport::ErrorKind::Io(io::ErrorKind::PermissionDenied) => return Status::ACCESS_DENIED,
-        serialport::ErrorKind::InvalidInput => return Status::INVALID_PARAMETER,
+        serialport::ErrorKind::Io(io::ErrorKind::PermissionDenied) => {
+            return Error::DevicePermission {
+                target: device,
+                reason: io::Error::new(io::ErrorKind::PermissionDenied, e.description.clone()),
+            }
+        }
+        serialport::ErrorKind::InvalidInput => {
+            return Error::InvalidArgument(format!(
+                "serial device `{device}` refused the settings: {}",
+                e.description
+            ))
+        }
         _ => {}
     }
     let probe = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
-        .open(device);
+        .open(&device);
     match probe {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Status::ACCESS_DENIED,
-        Err(e) => super::resource_shortage(&e).unwrap_or(Status::NO_SUCH_DEVICE),
+        Err(reason) if reason.kind() == io::ErrorKind::PermissionDenied => {
+            Error::DevicePermission {
+                target: device,
+                reason,
+            }
+        }
+        Err(reason) if reason.raw_os_error() == Some(libc::EBUSY) => {
+            Error::DeviceBusy { device, reason }
+        }
+        Err(reason) if super::is_resource_shortage(&reason) => Error::OutOfResources {
+            doing: format!("opening serial device `{device}`"),
+            reason,
+        },
+        Err(reason) => Error::NoSuchDevice { device, reason },
         // It opens, but not as a serial port (busy, or not a tty).
-        Ok(_) => Status::NO_SUCH_DEVICE,
+        Ok(_) => Error::NoSuchDevice {
+            device,
+            reason: io::Error::other(format!("not usable as a serial port: {}", e.description)),
+        },
     }
 }
 

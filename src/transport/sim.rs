@@ -2,6 +2,7 @@
 //! frames go through an in-memory byte pipe, so the codec, the sessions and
 //! the reply cache are exercised exactly as over a wire.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +12,7 @@ use hv_stub::CpuCaps;
 use parking_lot::Mutex;
 
 use super::{LinkError, Transport};
+use crate::engine::Engine;
 
 pub struct SimTransport {
     target: Arc<Mutex<SimTarget>>,
@@ -55,5 +57,21 @@ impl Transport for SimTransport {
             *slot = byte;
         }
         Ok(n)
+    }
+
+    fn in_process_debuggee(&self) -> Option<&dyn Any> {
+        Some(&self.target)
+    }
+}
+
+impl Engine {
+    /// The simulated debuggee behind a `sim` engine, for inspection.
+    pub fn sim_target(&self) -> Option<Arc<Mutex<SimTarget>>> {
+        self.inspect_transport(|transport| {
+            transport
+                .in_process_debuggee()?
+                .downcast_ref::<Arc<Mutex<SimTarget>>>()
+                .cloned()
+        })
     }
 }

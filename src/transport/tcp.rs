@@ -5,10 +5,10 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{remaining, LinkError, Transport};
-use crate::status::Status;
+use crate::error::Error;
 use crate::sys::{self, Ready};
 
 /// The socket is non-blocking from the start and every wait is a ppoll
@@ -22,49 +22,70 @@ pub struct TcpTransport {
 }
 
 impl TcpTransport {
-    /// Connects to the first address of `host` that accepts by `deadline`.
-    pub fn connect(host: &str, port: u16, deadline: Instant) -> Result<Self, Status> {
-        let addrs = resolve(host, port, deadline)?;
-        let mut outcome = Status::NO_SUCH_DEVICE;
+    /// Connects to the first address of `host` that accepts by `deadline`
+    /// (`budget` away when the call began; for the message).
+    pub fn connect(
+        host: &str,
+        port: u16,
+        deadline: Instant,
+        budget: Duration,
+    ) -> Result<Self, Error> {
+        let target = format!("tcp:{host}:{port}");
+        let timed_out = || Error::ConnectTimeout {
+            target: target.clone(),
+            budget,
+        };
+        let addrs = resolve(host, port, deadline)?.ok_or_else(timed_out)?;
+        let mut outcome = None;
         for addr in addrs {
             let Ok(left) = remaining(deadline) else {
-                return Err(Status::TIMEOUT);
+                return Err(timed_out());
             };
             match TcpStream::connect_timeout(&addr, left) {
                 Ok(stream) => {
                     // Frames are tiny and latency-bound: never wait to coalesce.
-                    stream.set_nodelay(true).map_err(|_| Status::WRITE_FAILED)?;
-                    stream
-                        .set_nonblocking(true)
-                        .map_err(|_| Status::WRITE_FAILED)?;
+                    stream.set_nodelay(true).map_err(Error::WriteFailed)?;
+                    stream.set_nonblocking(true).map_err(Error::WriteFailed)?;
                     return Ok(TcpTransport {
                         stream,
                         read_since_send: false,
                     });
                 }
-                Err(e) => {
-                    if let Some(status) = super::resource_shortage(&e) {
-                        return Err(status);
+                Err(reason) => {
+                    let address = addr.to_string();
+                    if super::is_resource_shortage(&reason) {
+                        return Err(Error::OutOfResources {
+                            doing: format!("connecting to {address}"),
+                            reason,
+                        });
                     }
-                    outcome = match e.kind() {
-                        io::ErrorKind::ConnectionRefused => Status::CONNECTION_REFUSED,
-                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Status::TIMEOUT,
-                        io::ErrorKind::PermissionDenied => Status::ACCESS_DENIED,
-                        _ => Status::NO_SUCH_DEVICE,
-                    }
+                    outcome = Some(match reason.kind() {
+                        io::ErrorKind::ConnectionRefused => {
+                            Error::ConnectionRefused { address, reason }
+                        }
+                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => timed_out(),
+                        io::ErrorKind::PermissionDenied => Error::DevicePermission {
+                            target: address,
+                            reason,
+                        },
+                        _ => Error::Unreachable { address, reason },
+                    })
                 }
             }
         }
-        Err(outcome)
+        Err(outcome.unwrap_or_else(|| Error::HostNotFound {
+            host: host.to_owned(),
+            reason: "the name has no address".to_owned(),
+        }))
     }
 }
 
-/// Resolves `host` by `deadline`. The system resolver has no timeout, so a
-/// name is looked up on a helper thread that is abandoned if it is late
-/// (it ends by itself when the resolver gives up).
-fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Vec<SocketAddr>, Status> {
+/// Resolves `host` by `deadline` (`None`: too late). The system resolver
+/// has no timeout, so a name is looked up on a helper thread that is
+/// abandoned if it is late (it ends by itself when the resolver gives up).
+fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Option<Vec<SocketAddr>>, Error> {
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
+        return Ok(Some(vec![SocketAddr::new(ip, port)]));
     }
     let (tx, rx) = mpsc::channel();
     let name = host.to_owned();
@@ -76,13 +97,25 @@ fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Vec<SocketAddr>, 
                 .map(|addrs| addrs.collect::<Vec<_>>());
             let _ = tx.send(found);
         })
-        .map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
-    let left = remaining(deadline).map_err(|_| Status::TIMEOUT)?;
+        .map_err(|reason| Error::OutOfResources {
+            doing: "starting the host-name resolver thread".to_owned(),
+            reason,
+        })?;
+    let Ok(left) = remaining(deadline) else {
+        return Ok(None);
+    };
+    let not_found = |reason: String| Error::HostNotFound {
+        host: host.to_owned(),
+        reason,
+    };
     match rx.recv_timeout(left) {
-        Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
-        Ok(_) => Err(Status::NO_SUCH_DEVICE),
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(Status::TIMEOUT),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err(Status::NO_SUCH_DEVICE),
+        Ok(Ok(addrs)) if !addrs.is_empty() => Ok(Some(addrs)),
+        Ok(Ok(_)) => Err(not_found("the name has no address".to_owned())),
+        Ok(Err(e)) => Err(not_found(e.to_string())),
+        Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(not_found(
+            "the resolver stopped without an answer".to_owned(),
+        )),
     }
 }
 

@@ -401,7 +401,7 @@ pub fn open_engine(vm: &Bochs, transport: &str, request_timeout: Duration) -> En
         match Engine::open(&config) {
             Ok(engine) => return engine,
             // Not listening yet (a TCP connect refused).
-            Err(s) if s == Status::DEVICE_CONNECTION_LOST && Instant::now() < end => {
+            Err(s) if s.status() == Status::DEVICE_CONNECTION_LOST && Instant::now() < end => {
                 thread::sleep(Duration::from_millis(50))
             }
             Err(s) => panic!("Engine::open({transport}) failed: {s:?}"),

@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use hv_stub::model::ModelStats;
+use hv_stub::{CpuCaps, HandlerStats};
 use hv_stub_sim::SharedTarget;
 use parking_lot::Mutex;
-use pulse::hv_stub::model::ModelStats;
-use pulse::hv_stub::{CpuCaps, HandlerStats};
-use pulse::pulse_proto::{encode_frame, Decoder, RawFrame};
 use pulse::EngineConfig;
+use pulse_proto::{encode_frame, Decoder, RawFrame};
 
 /// An engine configuration with an explicit per-attempt timeout and
 /// attempt count.
@@ -162,7 +162,7 @@ pub enum Link {
 }
 
 /// The key of the tests' authenticated links.
-pub const TEST_KEY: pulse::pulse_proto::Psk = pulse::pulse_proto::Psk::new([0x42; 32]);
+pub const TEST_KEY: pulse_proto::Psk = pulse_proto::Psk::new([0x42; 32]);
 
 impl Link {
     /// A debuggee for this kind of link.
@@ -187,9 +187,9 @@ impl Link {
     /// keys the handshakes in `requests` and `responses` derived; frames
     /// that do not open (and AuthHellos) are left as they are.
     pub fn plain_requests(self, requests: &[RawFrame], responses: &[RawFrame]) -> Vec<RawFrame> {
-        use pulse::pulse_proto::auth::Direction;
-        use pulse::pulse_proto::message::{kind, Message};
-        use pulse::pulse_proto::SessionKeys;
+        use pulse_proto::auth::Direction;
+        use pulse_proto::message::{kind, Message};
+        use pulse_proto::SessionKeys;
         if self == Link::Plain {
             return requests.to_vec();
         }

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use pulse::pulse_proto::frame::SOF;
-use pulse::pulse_proto::{Decoder, RawFrame, MAX_PAYLOAD};
+use pulse_proto::frame::SOF;
+use pulse_proto::{Decoder, RawFrame, MAX_PAYLOAD};
 
 use super::{frame_bytes, Rng};
 
