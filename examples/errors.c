@@ -17,6 +17,11 @@
  * Rust tests provoke them with a fault-injecting relay. A failing call
  * never writes through its out-pointer; that is checked here too.
  *
+ * A status says what kind of failure it was; PsGetLastErrorMessage() says
+ * precisely what (which part of a transport string, which device and the
+ * OS's reason, which CPU): checked for a few failures, with the size
+ * query, PULSE_STATUS_BUFFER_TOO_SMALL and a NULL pcbNeeded.
+ *
  * Exit status 0 only if every call returned the expected code.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -228,6 +233,72 @@ static void transport_failures(void)
     close(fd);
 }
 
+/* The thread's last message must contain `needle`; printed under the call. */
+static void expect_message(const char *what, const char *needle)
+{
+    char text[512];
+    uint32_t needed = 0;
+    PULSE_STATUS status = PsGetLastErrorMessage(text, sizeof text, &needed);
+
+    if (status != PULSE_STATUS_SUCCESS) {
+        fprintf(stderr, "FAILED: %s: PsGetLastErrorMessage -> %s\n", what, PsStatusToString(status));
+        failures++;
+        return;
+    }
+    printf("%-58s    \"%s\"\n", "", text);
+    check(needed == strlen(text) + 1, "pcbNeeded is the length plus the NUL");
+    if (strstr(text, needle) == NULL) {
+        fprintf(stderr, "FAILED: %s: message \"%s\" lacks \"%s\"\n", what, text, needle);
+        failures++;
+    }
+}
+
+static void messages(void)
+{
+    PS_ENGINE_CONFIG config = { sizeof(PS_ENGINE_CONFIG), "sim?cpus=2", 0, 0, NULL, 0 };
+    PPS_ENGINE engine = NULL;
+    char small[8];
+    char text[512];
+    uint32_t needed = 0;
+
+    expect("EngCreateEngine(tcp://127.0.0.1:5555)", try_create("tcp://127.0.0.1:5555", 100, 1),
+           PULSE_STATUS_INVALID_PARAMETER);
+    expect_message("URL-style tcp string", "`tcp://127.0.0.1:5555` is malformed");
+    expect("EngCreateEngine(serial:/dev/nonexistent)", try_create("serial:/dev/nonexistent", 0, 0),
+           PULSE_STATUS_NO_SUCH_DEVICE);
+    expect_message("missing device", "`/dev/nonexistent`: No such file or directory");
+
+    /* The size query: no buffer, size 0. */
+    expect("PsGetLastErrorMessage(NULL, 0, &needed)", PsGetLastErrorMessage(NULL, 0, &needed),
+           PULSE_STATUS_BUFFER_TOO_SMALL);
+    check(needed > sizeof small, "the message needs more than 8 bytes");
+    /* Too small: BUFFER_TOO_SMALL, nothing written, the size told. */
+    memset(small, 'x', sizeof small);
+    needed = 0;
+    expect("PsGetLastErrorMessage(8-byte buffer)", PsGetLastErrorMessage(small, sizeof small, &needed),
+           PULSE_STATUS_BUFFER_TOO_SMALL);
+    check(memchr(small, 'x', sizeof small) == small && small[sizeof small - 1] == 'x',
+          "BUFFER_TOO_SMALL writes nothing");
+    check(needed > sizeof small, "BUFFER_TOO_SMALL tells the size");
+    /* pcbNeeded may be NULL. */
+    expect("PsGetLastErrorMessage(buffer, size, NULL)", PsGetLastErrorMessage(text, sizeof text, NULL),
+           PULSE_STATUS_SUCCESS);
+    check(strlen(text) + 1 == needed, "the same message with a NULL pcbNeeded");
+
+    if (EngCreateEngine(&config, &engine) != PULSE_STATUS_SUCCESS) {
+        check(0, "EngCreateEngine(sim?cpus=2)");
+        return;
+    }
+    expect("PsSwitchCpu(engine, 7)", PsSwitchCpu(engine, 7), PULSE_STATUS_BARRIER_NO_CPU);
+    expect_message("missing CPU", "no CPU 7 (it has 2");
+    expect("PsWriteMsr(0x40001234: no such MSR)", PsWriteMsr(engine, 0x40001234, 1),
+           PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION);
+    expect_message("#GP", "WRMSR 0x40001234 <- 0x1 on CPU 0");
+    EngDestroyEngine(engine);
+    /* A successful call leaves the message as it was. */
+    expect_message("after a success", "WRMSR 0x40001234");
+}
+
 /* Every code has a name; anything else is PULSE_STATUS_UNKNOWN. */
 static void names(void)
 {
@@ -244,6 +315,7 @@ static void names(void)
         NAMED(PULSE_STATUS_NO_SUCH_DEVICE),
         NAMED(PULSE_STATUS_INVALID_PARAMETER),
         NAMED(PULSE_STATUS_ACCESS_DENIED),
+        NAMED(PULSE_STATUS_BUFFER_TOO_SMALL),
         NAMED(PULSE_STATUS_INVALID_PACKET),
         NAMED(PULSE_STATUS_REVISION_MISMATCH),
         NAMED(PULSE_STATUS_INTERNAL_ERROR),
@@ -268,6 +340,7 @@ int main(void)
     invalid_parameter();
     general_protection();
     transport_failures();
+    messages();
     names();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);

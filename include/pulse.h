@@ -22,7 +22,7 @@
 /* PULSE_STATUS values. New codes may be added; these never change. */
 /* the operation succeeded */
 #define PULSE_STATUS_SUCCESS                       0x00000000
-/* the target CPU already is the current one */
+/* not an error: the CPU `PsSwitchCpu` named already is the current one */
 #define PULSE_STATUS_BARRIER_ALREADY_OWNED         0x00000021
 /* memory or another resource (file descriptors) ran out */
 #define PULSE_STATUS_INSUFFICIENT_RESOURCES        0xC0000002
@@ -30,29 +30,31 @@
 #define PULSE_STATUS_READ_FAILED                   0xC0000003
 /* transport communication failed during a write operation */
 #define PULSE_STATUS_WRITE_FAILED                  0xC0000004
-/* no valid response from the debuggee within the request timeout */
+/* no valid response from the debuggee within `RequestTimeoutMs` × `MaxAttempts` */
 #define PULSE_STATUS_TIMEOUT                       0xC0000007
-/* the transport device does not exist or cannot be opened */
+/* the transport device (serial port, TCP host) does not exist or cannot be opened */
 #define PULSE_STATUS_NO_SUCH_DEVICE                0xC000000E
-/* an argument is NULL or malformed */
+/* an argument is NULL or malformed: a NULL pointer, a `Size` too small, a bad transport string */
 #define PULSE_STATUS_INVALID_PARAMETER             0xC0000010
-/* access denied: no permission to open the transport device, or the debuggee and this engine do not share a key */
+/* permission to open the transport device was denied, or the debuggee and the engine do not share a key (one has none, or they differ: docs/SECURITY.md) */
 #define PULSE_STATUS_ACCESS_DENIED                 0xC0000022
+/* the buffer is too small for the result; nothing was written to it */
+#define PULSE_STATUS_BUFFER_TOO_SMALL              0xC0000023
 /* an invalid or unexpected packet was received in response */
 #define PULSE_STATUS_INVALID_PACKET                0xC0000031
-/* the CPU exists but is not running (not started by the OS yet, or stopped) */
+/* the CPU exists but is not running: the OS has not started it yet, or it stopped */
 #define PULSE_STATUS_BARRIER_OWNER_INACTIVE        0xC0000043
 /* the debuggee has no CPU with that index */
 #define PULSE_STATUS_BARRIER_NO_CPU                0xC0000044
 /* the debuggee speaks an incompatible protocol version */
 #define PULSE_STATUS_REVISION_MISMATCH             0xC0000059
-/* internal error in libpulse (a bug; please report it) */
+/* internal error in libpulse (a caught panic): a bug, please report it */
 #define PULSE_STATUS_INTERNAL_ERROR                0xC00000E5
-/* the debuggee refused the connection */
+/* the debuggee's TCP endpoint refused the connection */
 #define PULSE_STATUS_CONNECTION_REFUSED            0xC0000236
-/* the connection to the transport was lost; recreate the engine */
+/* the connection to the transport was lost (EOF, reset, hang-up, or the debuggee restarted); recreate the engine */
 #define PULSE_STATUS_DEVICE_CONNECTION_LOST        0xC0000308
-/* the MSR access caused a #GP on the debuggee (no such MSR, or a refused value) */
+/* the MSR access would cause a #GP on the debuggee: no such MSR, or a value the processor refuses. Nothing was changed */
 #define PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION  0xC001000D
 
 
@@ -276,6 +278,32 @@ PULSE_STATUS PsWriteMsrAllCpus(PPS_ENGINE pEngine,
  * `"PULSE_STATUS_UNKNOWN"`. The string is static; never NULL.
  */
 const char *PsStatusToString(PULSE_STATUS Status);
+
+/**
+ * Copies the text describing the last call on the calling thread that did
+ * not return `PULSE_STATUS_SUCCESS` (for example which part of a transport
+ * string is malformed, which device could not be opened and the OS's
+ * reason, which CPU is missing) into `pBuffer`, NUL-terminated. With no
+ * such call on the thread yet the message is empty (size 1).
+ *
+ * `*pcbNeeded` (if `pcbNeeded` is not NULL) receives the message's size in
+ * bytes including the terminating NUL, on success and on
+ * `PULSE_STATUS_BUFFER_TOO_SMALL`. Calling with `pBuffer` NULL and
+ * `cbBuffer` 0 asks for the size.
+ *
+ * Returns `PULSE_STATUS_SUCCESS`, `PULSE_STATUS_BUFFER_TOO_SMALL`
+ * (`cbBuffer` is less than the size; nothing is written to `pBuffer`), or
+ * `PULSE_STATUS_INVALID_PARAMETER` (`pBuffer` is NULL and `cbBuffer` is not
+ * 0). Neither this function nor `PsStatusToString` changes the stored
+ * message. Needs no engine; each thread has its own message.
+ *
+ * # Safety
+ * `pBuffer` must be NULL or point to `cbBuffer` writable bytes;
+ * `pcbNeeded` must be NULL or writable.
+ */
+PULSE_STATUS PsGetLastErrorMessage(char *pBuffer,
+                                   uint32_t cbBuffer,
+                                   uint32_t *pcbNeeded);
 
 /**
  * Reports the version of the loaded library, to compare with the

@@ -135,6 +135,10 @@ pub enum SpecError {
     BadOnline(String),
     #[error("unknown or repeated option `{0}`")]
     BadOption(String),
+    #[error("`{0}` is not a host name (characters other than letters, digits, `-`, `.`, `_`)")]
+    BadHostChars(String),
+    #[error("write `tcp:<host>:<port>`, without `//`")]
+    UrlStyle,
     #[error("this libpulse was built without the `sim` transport (cargo feature `sim`)")]
     SimNotBuilt,
 }
@@ -217,6 +221,9 @@ fn parse_tcp(target: &str) -> Result<TransportSpec, SpecError> {
     if target.is_empty() {
         return Err(SpecError::MissingTarget("tcp"));
     }
+    if target.starts_with("//") {
+        return Err(SpecError::UrlStyle);
+    }
     let (host, port) = if let Some(rest) = target.strip_prefix('[') {
         let (host, after) = rest
             .split_once(']')
@@ -233,6 +240,13 @@ fn parse_tcp(target: &str) -> Result<TransportSpec, SpecError> {
     };
     if host.is_empty() {
         return Err(SpecError::BadHost(host.to_owned()));
+    }
+    if host.parse::<std::net::IpAddr>().is_err()
+        && !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        return Err(SpecError::BadHostChars(host.to_owned()));
     }
     if port.is_empty() {
         return Err(SpecError::MissingPort);
@@ -390,6 +404,8 @@ mod tests {
             "tcp:[::1]80",
             "tcp:[::1",
             "tcp:host:80?x=1",
+            "tcp://host:80",
+            "tcp:ho/st:80",
             "serial",
             "serial:",
             "serial:?baud=9600",

@@ -5,7 +5,8 @@
 //! below become the header's comments.
 #![allow(non_snake_case, non_camel_case_types)]
 
-use std::ffi::{c_char, CStr};
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
@@ -102,8 +103,23 @@ impl Error {
 /// a failure.
 type Outcome = Result<PulseStatus, Error>;
 
+thread_local! {
+    /// What the last call on this thread that did not return SUCCESS said
+    /// (`PsGetLastErrorMessage`); empty until such a call.
+    static LAST_MESSAGE: RefCell<CString> = RefCell::new(CString::default());
+}
+
+/// Stores `message` as this thread's last message.
+fn remember(message: String) {
+    // A NUL inside would cut the C string short; none is expected.
+    let message = CString::new(message.replace('\0', " ")).unwrap_or_default();
+    // The thread's storage is gone only while the thread exits.
+    let _ = LAST_MESSAGE.try_with(|last| *last.borrow_mut() = message);
+}
+
 /// Runs `body` and returns its status; a panic becomes
-/// `PULSE_STATUS_INTERNAL_ERROR`.
+/// `PULSE_STATUS_INTERNAL_ERROR`. A failure's text becomes the thread's
+/// last message (an informational status sets its own in `body`).
 fn guarded(body: impl FnOnce() -> Outcome) -> PULSE_STATUS {
     let outcome = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|panic| {
         let what = panic
@@ -115,7 +131,10 @@ fn guarded(body: impl FnOnce() -> Outcome) -> PULSE_STATUS {
     });
     match outcome {
         Ok(status) => status.0,
-        Err(error) => status_of(&error).0,
+        Err(error) => {
+            remember(error.to_string());
+            status_of(&error).0
+        }
     }
 }
 
@@ -422,7 +441,11 @@ pub unsafe extern "C" fn PsSwitchCpu(pEngine: PPS_ENGINE, TargetCpuIndex: u64) -
     unsafe {
         with_engine(pEngine, |e| match e.switch_cpu(TargetCpuIndex)? {
             Switched::Switched => Ok(PulseStatus::SUCCESS),
-            Switched::AlreadyCurrent => Ok(PulseStatus::BARRIER_ALREADY_OWNED),
+            Switched::AlreadyCurrent => {
+                // Not an error, but not SUCCESS either: it gets a message.
+                remember(format!("CPU {TargetCpuIndex} already is the current CPU"));
+                Ok(PulseStatus::BARRIER_ALREADY_OWNED)
+            }
         })
     }
 }
@@ -510,6 +533,63 @@ pub extern "C" fn PsStatusToString(Status: PULSE_STATUS) -> *const c_char {
         .unwrap_or("PULSE_STATUS_UNKNOWN\0")
         .as_ptr()
         .cast()
+}
+
+/// Copies the text describing the last call on the calling thread that did
+/// not return `PULSE_STATUS_SUCCESS` (for example which part of a transport
+/// string is malformed, which device could not be opened and the OS's
+/// reason, which CPU is missing) into `pBuffer`, NUL-terminated. With no
+/// such call on the thread yet the message is empty (size 1).
+///
+/// `*pcbNeeded` (if `pcbNeeded` is not NULL) receives the message's size in
+/// bytes including the terminating NUL, on success and on
+/// `PULSE_STATUS_BUFFER_TOO_SMALL`. Calling with `pBuffer` NULL and
+/// `cbBuffer` 0 asks for the size.
+///
+/// Returns `PULSE_STATUS_SUCCESS`, `PULSE_STATUS_BUFFER_TOO_SMALL`
+/// (`cbBuffer` is less than the size; nothing is written to `pBuffer`), or
+/// `PULSE_STATUS_INVALID_PARAMETER` (`pBuffer` is NULL and `cbBuffer` is not
+/// 0). Neither this function nor `PsStatusToString` changes the stored
+/// message. Needs no engine; each thread has its own message.
+///
+/// # Safety
+/// `pBuffer` must be NULL or point to `cbBuffer` writable bytes;
+/// `pcbNeeded` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn PsGetLastErrorMessage(
+    pBuffer: *mut c_char,
+    cbBuffer: u32,
+    pcbNeeded: *mut u32,
+) -> PULSE_STATUS {
+    let copy = || {
+        LAST_MESSAGE.with(|last| {
+            let last = last.borrow();
+            let bytes = last.as_bytes_with_nul();
+            let needed = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+            let report_size = || {
+                if !pcbNeeded.is_null() {
+                    // SAFETY: non-NULL and writable per the caller's promise.
+                    unsafe { pcbNeeded.write(needed) };
+                }
+            };
+            if (cbBuffer as usize) < bytes.len() {
+                report_size();
+                return PulseStatus::BUFFER_TOO_SMALL;
+            }
+            if pBuffer.is_null() {
+                return PulseStatus::INVALID_PARAMETER;
+            }
+            // SAFETY: `pBuffer` holds `cbBuffer >= bytes.len()` writable
+            // bytes per the caller's promise; our message cannot overlap it.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().cast(), pBuffer, bytes.len()) };
+            report_size();
+            PulseStatus::SUCCESS
+        })
+    };
+    // Not `guarded`: this call must leave the stored message as it is.
+    catch_unwind(AssertUnwindSafe(copy))
+        .unwrap_or(PulseStatus::INTERNAL_ERROR)
+        .0
 }
 
 /// Reports the version of the loaded library, to compare with the

@@ -48,7 +48,7 @@ statuses! {
     /// The call succeeded.
     SUCCESS = 0x0000_0000, "the operation succeeded";
     /// Not an error: `PsSwitchCpu` named the CPU that already is the current one.
-    BARRIER_ALREADY_OWNED = 0x0000_0021, "the target CPU already is the current one";
+    BARRIER_ALREADY_OWNED = 0x0000_0021, "not an error: the CPU `PsSwitchCpu` named already is the current one";
     /// Memory or file descriptors ran out while creating the engine.
     INSUFFICIENT_RESOURCES = 0xC000_0002, "memory or another resource (file descriptors) ran out";
     /// Transport I/O failed while reading.
@@ -56,30 +56,33 @@ statuses! {
     /// Transport I/O failed while writing.
     WRITE_FAILED = 0xC000_0004, "transport communication failed during a write operation";
     /// No valid response within RequestTimeoutMs x MaxAttempts.
-    TIMEOUT = 0xC000_0007, "no valid response from the debuggee within the request timeout";
+    TIMEOUT = 0xC000_0007, "no valid response from the debuggee within `RequestTimeoutMs` × `MaxAttempts`";
     /// The device (serial port, TCP host) does not exist or cannot be opened.
-    NO_SUCH_DEVICE = 0xC000_000E, "the transport device does not exist or cannot be opened";
+    NO_SUCH_DEVICE = 0xC000_000E, "the transport device (serial port, TCP host) does not exist or cannot be opened";
     /// A NULL pointer, a bad config size or a malformed transport string.
-    INVALID_PARAMETER = 0xC000_0010, "an argument is NULL or malformed";
+    INVALID_PARAMETER = 0xC000_0010, "an argument is NULL or malformed: a NULL pointer, a `Size` too small, a bad transport string";
     /// Permission to open the device was denied, or the link's key does not
     /// match (authenticated links, docs/SECURITY.md).
-    ACCESS_DENIED = 0xC000_0022, "access denied: no permission to open the transport device, or the debuggee and this engine do not share a key";
+    ACCESS_DENIED = 0xC000_0022, "permission to open the transport device was denied, or the debuggee and the engine do not share a key (one has none, or they differ: docs/SECURITY.md)";
+    /// `PsGetLastErrorMessage`: the buffer cannot hold the message and its
+    /// NUL; nothing was written to it.
+    BUFFER_TOO_SMALL = 0xC000_0023, "the buffer is too small for the result; nothing was written to it";
     /// A malformed or unexpected response.
     INVALID_PACKET = 0xC000_0031, "an invalid or unexpected packet was received in response";
     /// The CPU exists but is not running (not started by the OS yet, or stopped).
-    BARRIER_OWNER_INACTIVE = 0xC000_0043, "the CPU exists but is not running (not started by the OS yet, or stopped)";
+    BARRIER_OWNER_INACTIVE = 0xC000_0043, "the CPU exists but is not running: the OS has not started it yet, or it stopped";
     /// No CPU with that index.
     BARRIER_NO_CPU = 0xC000_0044, "the debuggee has no CPU with that index";
     /// The debuggee speaks another protocol version.
     REVISION_MISMATCH = 0xC000_0059, "the debuggee speaks an incompatible protocol version";
     /// A panic was caught at the C boundary: a bug in libpulse, please report it.
-    INTERNAL_ERROR = 0xC000_00E5, "internal error in libpulse (a bug; please report it)";
+    INTERNAL_ERROR = 0xC000_00E5, "internal error in libpulse (a caught panic): a bug, please report it";
     /// The TCP peer refused the connection.
-    CONNECTION_REFUSED = 0xC000_0236, "the debuggee refused the connection";
+    CONNECTION_REFUSED = 0xC000_0236, "the debuggee's TCP endpoint refused the connection";
     /// The transport is gone (EOF, reset, hang-up, or the debuggee restarted).
-    DEVICE_CONNECTION_LOST = 0xC000_0308, "the connection to the transport was lost; recreate the engine";
+    DEVICE_CONNECTION_LOST = 0xC000_0308, "the connection to the transport was lost (EOF, reset, hang-up, or the debuggee restarted); recreate the engine";
     /// WRMSR/RDMSR would raise #GP on the debuggee.
-    EXCEPTION_GENERAL_PROTECTION = 0xC001_000D, "the MSR access caused a #GP on the debuggee (no such MSR, or a refused value)";
+    EXCEPTION_GENERAL_PROTECTION = 0xC001_000D, "the MSR access would cause a #GP on the debuggee: no such MSR, or a value the processor refuses. Nothing was changed";
 }
 
 impl Status {

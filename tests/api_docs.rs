@@ -183,6 +183,7 @@ fn the_header_exports_the_expected_functions() {
         "PsReadMsr",
         "PsStatusToString",
         "PsGetVersion",
+        "PsGetLastErrorMessage",
     ] {
         assert!(
             names.contains(name),
@@ -284,6 +285,13 @@ fn the_status_page_lists_every_code_with_its_value_and_meaning() {
             .unwrap_or_else(|| panic!("docs/api/PULSE_STATUS.md does not list {code}"));
         assert!(line.contains(&format!("| {value} |")), "{code}: {line}");
         assert_eq!(status.name(), Some(code.as_str()));
+        // One text per status: the page shows status.rs's meaning.
+        let meaning = status.meaning();
+        let sentence = format!("{}{}.", meaning[..1].to_uppercase(), &meaning[1..]);
+        assert!(
+            line.contains(&format!("| {sentence} |")),
+            "{code}: the Meaning column must be status.rs's text `{sentence}`: {line}"
+        );
     }
     let listed = values
         .lines()

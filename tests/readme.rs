@@ -119,3 +119,22 @@ fn readme_c_snippet_is_a_complete_program_that_runs() {
         "PULSE_STATUS_SUCCESS\n"
     );
 }
+
+/// One text per status: the meanings live in src/status.rs (shown by
+/// docs/api/PULSE_STATUS.md, checked by tests/api_docs.rs); the README
+/// links that page instead of keeping a copy.
+#[test]
+fn readme_links_the_status_page_instead_of_copying_it() {
+    let readme = readme();
+    assert!(readme.contains("](docs/api/PULSE_STATUS.md)"));
+    assert!(
+        !readme.lines().any(|l| l.starts_with("| `PULSE_STATUS_")),
+        "README.md has a status table of its own"
+    );
+    for status in pulse::Status::ALL {
+        assert!(
+            !readme.contains(status.meaning()),
+            "README.md copies the meaning of {status:?}"
+        );
+    }
+}
