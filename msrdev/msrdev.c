@@ -52,6 +52,7 @@ PULSE_STATUS PsSwitchCpu(PPS_ENGINE pEngine, uint64_t TargetCpuIndex);
 PULSE_STATUS PsGetCpuCount(PPS_ENGINE pEngine, uint64_t *pCpuCount);
 #pragma weak PsSwitchCpu
 #pragma weak PsGetCpuCount
+#pragma weak PsGetLastErrorMessage
 
 /* ---- the C library's own functions ------------------------------------ */
 
@@ -174,9 +175,18 @@ static int ensure_engine(void)
         if (engine)
             EngDestroyEngine(engine);
         engine = NULL;
-        if (!reported++)
-            fprintf(stderr, "libpulse-msrdev: cannot use debuggee `%s`: %s (0x%08X)\n",
-                    config.Transport, PsStatusToString(status), (unsigned)status);
+        if (!reported++) {
+            /* The precise reason (which part of the transport string, the
+             * OS's reason, a debuggee serving another client); a library
+             * without PsGetLastErrorMessage, or a message longer than the
+             * buffer, leaves it out. */
+            char why[512] = "";
+            if (PsGetLastErrorMessage)
+                PsGetLastErrorMessage(why, sizeof why, NULL);
+            fprintf(stderr, "libpulse-msrdev: cannot use debuggee `%s`: %s (0x%08X)%s%s\n",
+                    config.Transport, PsStatusToString(status), (unsigned)status, *why ? ": " : "",
+                    why);
+        }
         return errno_of(status);
     }
     current_cpu = 0;

@@ -160,18 +160,23 @@ fn json_results() {
         lines[0],
         r#"{"op":"rdmsr","msr":"0xc0000080","name":"IA32_EFER","status":"PULSE_STATUS_SUCCESS","code":"0x00000000","value":"0x0000000000000d01"}"#
     );
-    let gp = format!(
-        r#""status":"PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION","code":"0xC001000D","message":"{}"}}"#,
-        Status::EXCEPTION_GENERAL_PROTECTION.meaning()
-    );
+    // The message is libpulse's precise text: the access, the MSR, the CPU.
+    let gp = |msr: &str| {
+        format!(
+            r##""status":"PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION","code":"0xC001000D","message":"#GP on the debuggee: RDMSR {msr} on CPU 0 (no such MSR, or a value the processor refuses); nothing was changed"}}"##
+        )
+    };
     assert_eq!(
         lines[1],
-        format!(r#"{{"op":"rdmsr","msr":"0x40001234",{gp}"#)
+        format!(r#"{{"op":"rdmsr","msr":"0x40001234",{}"#, gp("0x40001234"))
     );
     // No MPX on the default `modern` profile.
     assert_eq!(
         lines[2],
-        format!(r#"{{"op":"rdmsr","msr":"0x00000d90","name":"IA32_BNDCFGS",{gp}"#)
+        format!(
+            r#"{{"op":"rdmsr","msr":"0x00000d90","name":"IA32_BNDCFGS",{}"#,
+            gp("0xd90")
+        )
     );
 }
 
@@ -205,18 +210,30 @@ fn transport_option_and_environment() {
 fn general_protection_is_one_line_and_exit_1() {
     let help = stdout(&pulse(&["--help"]));
     let gp = documented_exit_code(&help, "PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION");
-    for args in [
-        &["wrmsr", "IA32_PAT", "0x0202020202020202"][..],
-        &["wrmsr", "0x40001234", "1"],
-        &["rdmsr", "0x40001234"],
-        &["wrmsr", "IA32_LSTAR", "0x0000800000000000"],
+    for (args, access) in [
+        (
+            &["wrmsr", "IA32_PAT", "0x0202020202020202"][..],
+            "WRMSR 0x277 <- 0x202020202020202 on CPU 0",
+        ),
+        (
+            &["wrmsr", "0x40001234", "1"],
+            "WRMSR 0x40001234 <- 0x1 on CPU 0",
+        ),
+        (&["rdmsr", "0x40001234"], "RDMSR 0x40001234 on CPU 0"),
+        (
+            &["wrmsr", "IA32_LSTAR", "0x0000800000000000"],
+            "WRMSR 0xc0000082 <- 0x800000000000 on CPU 0",
+        ),
     ] {
         let err = assert_one_line_error(args, gp);
         assert!(
-            err.contains("PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION (0xC001000D)"),
+            err.contains(
+                "PULSE_STATUS_EXCEPTION_GENERAL_PROTECTION (0xC001000D): #GP on the debuggee: "
+            ),
             "{err}"
         );
-        assert!(err.contains(Status::EXCEPTION_GENERAL_PROTECTION.meaning()));
+        assert!(err.contains(access), "{err} lacks {access}");
+        assert!(err.contains("nothing was changed"), "{err}");
     }
 }
 
@@ -336,7 +353,9 @@ fn transport_failures_map_to_their_exit_status() {
         stdout(&out),
         format!(
             "{{\"op\":\"open\",\"transport\":\"{transport}\",\"status\":\"PULSE_STATUS_TIMEOUT\",\"code\":\"0xC0000007\",\"message\":\"{}\"}}\n",
-            Status::TIMEOUT.meaning()
+            "the debuggee did not answer the handshake (1 attempt(s) of 50 ms each): it is not \
+             running hv-stub, or it already serves another client (a Bochs debuggee accepts one \
+             client for its whole run)"
         )
     );
     drop(silent);
@@ -854,4 +873,49 @@ fn demo_sh_help_prints_usage_and_exits_0() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn failures_carry_libpulse_precise_message_in_text_and_json() {
+    let help = stdout(&pulse(&["--help"]));
+    let code = |name| documented_exit_code(&help, name);
+    // A URL-style string: a usage error naming what is wrong.
+    let err = assert_one_line_error(&["-t", "tcp://127.0.0.1:5555", "rdmsr", "0x10"], 2);
+    assert_eq!(
+        err,
+        "pulse: transport string `tcp://127.0.0.1:5555` is malformed: write `tcp:<host>:<port>`, without `//`\n"
+    );
+    let out = pulse(&["--json", "-t", "tcp://127.0.0.1:5555", "rdmsr", "0x10"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stdout(&out),
+        "{\"op\":\"usage\",\"message\":\"transport string `tcp://127.0.0.1:5555` is malformed: write `tcp:<host>:<port>`, without `//`\"}\n"
+    );
+    // A missing device: named, with the OS's reason, in both forms.
+    let device = ["-t", "serial:/dev/pulse-no-such-tty", "rdmsr", "0x10"];
+    let err = assert_one_line_error(&device, code("PULSE_STATUS_NO_SUCH_DEVICE"));
+    assert!(
+        err.contains("PULSE_STATUS_NO_SUCH_DEVICE (0xC000000E): cannot open serial device `/dev/pulse-no-such-tty`: No such file or directory"),
+        "{err}"
+    );
+    let out = pulse(&[&["--json"][..], &device].concat());
+    assert_eq!(stderr(&out), "");
+    let json = stdout(&out);
+    assert!(
+        json.starts_with("{\"op\":\"open\",\"transport\":\"serial:/dev/pulse-no-such-tty\",\"status\":\"PULSE_STATUS_NO_SUCH_DEVICE\""),
+        "{json}"
+    );
+    assert!(
+        json.contains("\"message\":\"cannot open serial device `/dev/pulse-no-such-tty`: No such file or directory"),
+        "{json}"
+    );
+    // A missing CPU.
+    let err = assert_one_line_error(
+        &["-t", "sim?cpus=2", "-p", "5", "rdmsr", "0x10"],
+        code("PULSE_STATUS_BARRIER_NO_CPU"),
+    );
+    assert!(
+        err.ends_with("the debuggee has no CPU 5 (it has 2: 0 to 1)\n"),
+        "{err}"
+    );
 }

@@ -576,8 +576,13 @@ fn parse_with(
             ))
         }
     };
-    if let Err(e) = TransportSpec::parse(&options.transport) {
-        return Err(usage!("invalid transport `{}`: {e}", options.transport));
+    if let Err(problem) = TransportSpec::parse(&options.transport) {
+        // libpulse's own text, as EngCreateEngine would report it.
+        let malformed = Error::MalformedTransport {
+            spec: options.transport.clone(),
+            problem,
+        };
+        return Err(usage!("{malformed}"));
     }
     let is_write = matches!(command, Command::Write { .. });
     let is_read = matches!(command, Command::Read { .. });
@@ -647,6 +652,8 @@ struct Outcome<'a> {
     /// The CPU it acted on, when the command named one (-p, -a).
     cpu: Option<OnCpu>,
     status: Status,
+    /// For a failure: libpulse's precise text (the Error's Display).
+    message: Option<String>,
 }
 
 /// Where a result comes from: one CPU, or every running CPU at once.
@@ -657,7 +664,7 @@ enum OnCpu {
 }
 
 impl<'a> Outcome<'a> {
-    fn on(op: &'static str, msr: Msr, status: Status) -> Outcome<'a> {
+    fn on<T>(op: &'static str, msr: Msr, result: &Result<T, Error>) -> Outcome<'a> {
         Outcome {
             op,
             msr: Some(msr),
@@ -666,7 +673,8 @@ impl<'a> Outcome<'a> {
             value: None,
             field: None,
             cpu: None,
-            status,
+            status: status_of(result),
+            message: result.as_ref().err().map(Error::to_string),
         }
     }
 
@@ -717,7 +725,7 @@ impl<'a> Outcome<'a> {
             }
         }
         if !self.status.is_success() {
-            let _ = write!(out, ",\"message\":{}", json_str(self.status.meaning()));
+            let _ = write!(out, ",\"message\":{}", json_str(self.explanation()));
         }
         out.push('}');
         out
@@ -748,9 +756,21 @@ impl<'a> Outcome<'a> {
         if self.status.is_success() {
             format!("{what}: {}", status_name(self.status))
         } else {
-            // Status's Display: `NAME (0xC...): meaning`.
-            format!("pulse: {what}: {}", self.status)
+            format!(
+                "pulse: {what}: {} (0x{:08X}): {}",
+                status_name(self.status),
+                self.status.0,
+                self.explanation()
+            )
         }
+    }
+
+    /// What went wrong: libpulse's precise message, else the status's
+    /// meaning.
+    fn explanation(&self) -> &str {
+        self.message
+            .as_deref()
+            .unwrap_or_else(|| self.status.meaning())
     }
 
     /// The value-only line of -x/-d for a success, if this result has one.
@@ -852,6 +872,7 @@ fn open_engine(options: &Options, printer: &mut Printer) -> Option<Engine> {
                 field: None,
                 cpu: None,
                 status: error.status(),
+                message: Some(error.to_string()),
             });
             None
         }
@@ -873,6 +894,7 @@ fn switch_to(engine: &Engine, cpu: u64, printer: &mut Printer) -> bool {
                 field: None,
                 cpu: Some(OnCpu::One(cpu)),
                 status: error.status(),
+                message: Some(error.to_string()),
             });
             false
         }
@@ -899,13 +921,13 @@ fn execute(engine: &Engine, options: &Options, command: &Command, printer: &mut 
                 op: WriteOp::Value(value),
             } = command
             {
-                let status = status_of(&engine.write_msr_all_cpus(msr.number, *value));
+                let result = engine.write_msr_all_cpus(msr.number, *value);
                 printer.report(&Outcome {
                     value: Some(*value),
                     cpu: Some(OnCpu::Every),
-                    ..Outcome::on("wrmsr", *msr, status)
+                    ..Outcome::on("wrmsr", *msr, &result)
                 });
-                if !(options.read_back && status.is_success()) {
+                if !(options.read_back && result.is_ok()) {
                     return;
                 }
             }
@@ -944,13 +966,13 @@ fn execute_on(
             msr,
             op: WriteOp::Value(value),
         } => {
-            let status = status_of(&engine.write_msr(msr.number, *value));
+            let result = engine.write_msr(msr.number, *value);
             printer.report(&Outcome {
                 value: Some(*value),
                 cpu: on,
-                ..Outcome::on("wrmsr", *msr, status)
+                ..Outcome::on("wrmsr", *msr, &result)
             });
-            if options.read_back && status.is_success() {
+            if options.read_back && result.is_ok() {
                 read_one(engine, *msr, options.field, on, printer);
             }
         }
@@ -961,23 +983,23 @@ fn execute_on(
             // One read and one write; the result names both values.
             let old = match engine.read_msr(msr.number) {
                 Ok(old) => old,
-                Err(error) => {
+                failed @ Err(_) => {
                     printer.report(&Outcome {
                         cpu: on,
-                        ..Outcome::on("rmw", *msr, error.status())
+                        ..Outcome::on("rmw", *msr, &failed)
                     });
                     return;
                 }
             };
             let new = (old & !clear) | set;
-            let status = status_of(&engine.write_msr(msr.number, new));
+            let result = engine.write_msr(msr.number, new);
             printer.report(&Outcome {
                 old: Some(old),
                 value: Some(new),
                 cpu: on,
-                ..Outcome::on("rmw", *msr, status)
+                ..Outcome::on("rmw", *msr, &result)
             });
-            if options.read_back && status.is_success() {
+            if options.read_back && result.is_ok() {
                 read_one(engine, *msr, options.field, on, printer);
             }
         }
@@ -1004,7 +1026,7 @@ fn read_one(
         value: result.as_ref().ok().copied(),
         field,
         cpu: on,
-        ..Outcome::on("rdmsr", msr, status_of(&result))
+        ..Outcome::on("rdmsr", msr, &result)
     });
 }
 
@@ -1016,7 +1038,7 @@ fn probe_msrs(engine: &Engine, printer: &mut Printer) {
         match engine.read_msr(number) {
             Ok(value) => list_line(&mut out, name, number, Some(value), printer.json),
             Err(error) if error.status() == Status::EXCEPTION_GENERAL_PROTECTION => {}
-            Err(error) => {
+            failed @ Err(_) => {
                 let _ = io::stdout().lock().write_all(out.as_bytes());
                 printer.report(&Outcome::on(
                     "rdmsr",
@@ -1024,7 +1046,7 @@ fn probe_msrs(engine: &Engine, printer: &mut Printer) {
                         number,
                         name: Some(name),
                     },
-                    error.status(),
+                    &failed,
                 ));
                 return;
             }
@@ -1048,6 +1070,7 @@ fn cpu_info(engine: &Engine, printer: &mut Printer) -> Option<CpuInfo> {
                 field: None,
                 cpu: None,
                 status: error.status(),
+                message: Some(error.to_string()),
             });
             None
         }
