@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use parking_lot::Mutex;
-use pulse_proto::message::{kind, Message, WireStatus};
-use pulse_proto::{encode_frame, Decoder, RawFrame, MAX_FRAME};
 use pulse::transport::{LinkError, Transport};
 use pulse::{Engine, Status};
+use pulse_proto::message::{kind, Message, WireStatus};
+use pulse_proto::{encode_frame, Decoder, RawFrame, MAX_FRAME};
 
 const TIMEOUT: Duration = Duration::from_millis(50);
 const ATTEMPTS: u32 = 3;
