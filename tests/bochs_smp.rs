@@ -11,9 +11,8 @@
 //! - `linux_on_two_cpus` (one boot, minutes): Debian's kernel starts CPU 1
 //!   itself (INIT/SIPI under hv-stub), and Linux's own `/dev/cpu/N/msr`
 //!   shows a write on CPU 1 that CPU 0 does not have, and an all-CPU write
-//!   on both. Ignored for now: under Debian's Bochs 2.7 the kernel's INIT
-//!   stays pending after its VM exit and CPU 1 never starts
-//!   (docs/HV-STUB.md, "Every processor"); run it with `-- --ignored`.
+//!   on both. (Under Debian's Bochs 2.7 hv-stub has to restart CPU 1
+//!   through a reset once: docs/HV-STUB.md, "Every processor".)
 //!
 //! Needs `bochs-bin` (and for Linux `linux-image-cloud-amd64`); fails, never
 //! skips, without them. Every Bochs run has a deadline and is SIGKILLed.
@@ -326,7 +325,6 @@ fn linux_value(vm: &Bochs, upto: usize, cpu: u32, msr: u32) -> u64 {
 }
 
 #[test]
-#[ignore = "Bochs 2.7 keeps the kernel's INIT pending after its VM exit: CPU 1 never starts (docs/HV-STUB.md)"]
 fn linux_on_two_cpus() {
     let start = Instant::now();
     let port = free_port();

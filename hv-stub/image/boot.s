@@ -565,7 +565,9 @@ hv_vmexit_entry:
 # processor's path (boot GDT, 32-bit, the same identity-mapped page tables
 # at 0x1000, long mode), draws a ticket (the arrival order), takes the
 # ticket's stack from hv_ap_stacks and calls hv_ap_main(ticket). A ticket
-# beyond the stacks parks the processor (IF=0, HLT).
+# beyond the stacks parks the processor (IF=0, HLT). A processor that
+# hv-stub restarts finds its stack in hv_ap_restart_stacks[APIC ID] and
+# calls hv_ap_restart(APIC ID) instead.
 # ---------------------------------------------------------------------------
     .set AP_BASE, 0x6000
     .set AP_STACK, 16384
@@ -617,6 +619,20 @@ ap_lm64:
     mov ss, ax
     mov fs, ax
     mov gs, ax
+    # A processor hv-stub restarts (smp.rs: Bochs 2.7's stale INIT) has a
+    # stack waiting under its APIC ID.
+    mov eax, 1
+    cpuid
+    shr ebx, 24
+    mov rax, qword ptr [hv_ap_restart_stacks + rbx * 8]
+    test rax, rax
+    jz ap_first_start
+    mov rsp, rax
+    mov edi, ebx
+    mov rax, OFFSET hv_ap_restart
+    call rax
+    jmp ap_park
+ap_first_start:
     mov eax, 1
     lock xadd dword ptr [hv_ap_tickets], eax
     cmp eax, AP_MAX
@@ -652,6 +668,10 @@ hv_ap_tickets:
     .balign 16
 hv_ap_stacks:
     .skip AP_STACK * AP_MAX
+    .global hv_ap_restart_stacks
+    .balign 8
+hv_ap_restart_stacks:
+    .skip 8 * 256                       # by APIC ID; 0 = none
 
 # The boot stack (hv_main's stack, never returned from).
     .section .bss.boot_stack, "aw", @nobits

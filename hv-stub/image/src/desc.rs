@@ -132,22 +132,51 @@ pub fn init(cpu: usize) -> Loaded {
         host_tss,
         guest_tss,
     };
+    load(loaded);
+    loaded
+}
+
+/// Loads processor `cpu`'s tables again (after the processor was reset;
+/// `init` built them). LTR needs the TSS descriptor not busy, so the busy
+/// bit the first LTR set is cleared.
+pub fn reload(cpu: usize) {
+    assert!(
+        TAKEN[cpu].load(Ordering::SeqCst),
+        "tables reloaded before init"
+    );
+    // SAFETY: only processor `cpu` touches TABLES[cpu], and it is reset and
+    // running this with no other reference alive (the exception handler
+    // reads only the IDT entries, which stay as they are).
+    let t: &mut Tables = unsafe { &mut (*addr_of_mut!(TABLES))[cpu] };
+    t.gdt[4] &= !(0x2 << 40); // 64-bit TSS busy (0xB) -> available (0x9)
+    load(Loaded {
+        gdt_base: t.gdt.as_ptr() as u64,
+        gdt_limit: (core::mem::size_of_val(&t.gdt) - 1) as u32,
+        idt_base: t.idt.as_ptr() as u64,
+        idt_limit: (core::mem::size_of_val(&t.idt) - 1) as u32,
+        host_tss: 0,
+        guest_tss: 0,
+    });
+}
+
+/// Loads GDTR, IDTR and the host TR.
+fn load(tables: Loaded) {
     #[repr(C, packed)]
     struct Pointer {
         limit: u16,
         base: u64,
     }
     let gdtr = Pointer {
-        limit: loaded.gdt_limit as u16,
-        base: loaded.gdt_base,
+        limit: tables.gdt_limit as u16,
+        base: tables.gdt_base,
     };
     let idtr = Pointer {
-        limit: loaded.idt_limit as u16,
-        base: loaded.idt_base,
+        limit: tables.idt_limit as u16,
+        base: tables.idt_base,
     };
-    // SAFETY: the new GDT has the boot GDT's code and data descriptors at the
+    // SAFETY: the GDT has the boot GDT's code and data descriptors at the
     // same selectors, so the loaded CS/DS/SS stay valid; the IDT gates point
-    // at the boot.s stubs; HOST_TR names the TSS descriptor just written.
+    // at the boot.s stubs; HOST_TR names an available 64-bit TSS descriptor.
     unsafe {
         asm!(
             "lgdt [{gdtr}]",
@@ -159,7 +188,6 @@ pub fn init(cpu: usize) -> Loaded {
             options(nostack, preserves_flags),
         );
     }
-    loaded
 }
 
 /// What the exception stubs in boot.s push.

@@ -165,6 +165,7 @@ fn complete(ok: bool) {
 impl Host {
     pub fn on_exit(&mut self, regs: &mut GuestRegs) -> Next {
         self.exits += 1;
+        let just_started = self.started_at.take();
         let full = r(f::EXIT_REASON) as u32;
         if full & (1 << 31) != 0 {
             say!(
@@ -223,6 +224,17 @@ impl Host {
                 say!("HV ERROR guest triple fault at rip {:#x}", r(f::GUEST_RIP));
                 Next::Stop
             }
+            reason::INIT
+                if just_started.is_some_and(|vector| {
+                    r(f::GUEST_RIP) == 0 && r(f::GUEST_CS_BASE) == vector << 12
+                }) =>
+            {
+                // Not one instruction since the SIPI: Bochs 2.7's stale
+                // INIT (smp::reset_through_init).
+                percpu::set_state(self.cpu, CpuState::NotStarted);
+                let (vmcs, stack) = crate::hv::vmcs_and_spare_stack(self.cpu);
+                crate::smp::reset_through_init(self.cpu, just_started.unwrap_or(0), vmcs, stack)
+            }
             reason::INIT if self.cpu != 0 => {
                 // As on bare metal: the processor waits for a startup IPI.
                 guest_state::wait_for_sipi(&self.fixed_crs);
@@ -236,6 +248,7 @@ impl Host {
             reason::SIPI => {
                 let vector = r(f::EXIT_QUALIFICATION) & 0xFF;
                 guest_state::start_at_sipi(vector);
+                self.started_at = Some(vector);
                 percpu::set_state(self.cpu, CpuState::Running);
                 Next::Resume
             }

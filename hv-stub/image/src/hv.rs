@@ -3,7 +3,7 @@
 //! operation and write the VMCS, has `guest_state` write the guest state,
 //! and launches; from then on `run` handles every VM exit.
 
-use core::ptr::addr_of_mut;
+use core::ptr::{addr_of, addr_of_mut};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use hv_stub::Stub;
@@ -101,7 +101,11 @@ pub fn start() -> ! {
     if uart.is_none() {
         say!("HV no UART at COM1 (0x3f8): no debugger link; the guest runs without it");
     }
-    let config = Config::choose(kind, feature_control, uart.is_some());
+    let cpus = smp::start_application_processors();
+    say!("HV {cpus} CPU(s)");
+    // The timer also brings back a processor Bochs 2.7 had to reset
+    // (smp::reset_through_init), from the boot processor's exits.
+    let config = Config::choose(kind, feature_control, uart.is_some() || cpus > 1);
     let fixed_crs = config.fixed_crs;
 
     // A Linux guest: its boot structures and the EPT every processor uses,
@@ -134,8 +138,7 @@ pub fn start() -> ! {
     }
     publish(Plan { config, eptp });
     percpu::set_state(0, CpuState::Running);
-    let cpus = smp::start_application_processors();
-    say!("HV {cpus} CPU(s)");
+    smp::release();
     // Several of a halted processor's longest poll periods.
     backend::set_request_budget(config.poll_ticks << (link::MAX_BACKOFF_SHIFT + 2));
 
@@ -223,6 +226,7 @@ fn host(cpu: usize, config: &Config, link: Option<Link>) -> Host {
         guest_has: config.guest_has,
         com1_noted: false,
         com1_write_reported: false,
+        started_at: None,
         timer: config.pin & PIN_PREEMPTION_TIMER != 0,
         poll: PollPeriod::new(config.poll_ticks),
         timer_rate: config.timer_rate,
@@ -267,6 +271,20 @@ fn launch(rsi: u64) -> ! {
     let error = r(vmx::VM_INSTRUCTION_ERROR);
     say!("HV ERROR VMLAUNCH failed, VM-instruction error {error}");
     fatal("VMLAUNCH")
+}
+
+/// The addresses of processor `cpu`'s VMCS and of the top of its guest
+/// stack (free with a Linux guest), without touching its pages.
+pub fn vmcs_and_spare_stack(cpu: usize) -> (u64, u64) {
+    // SAFETY: only addresses are taken (no reference is created).
+    let pages = unsafe { addr_of!((*addr_of!(PAGES))[cpu]) };
+    // SAFETY: as above, field addresses inside the static.
+    unsafe {
+        (
+            addr_of!((*pages).vmcs) as u64,
+            addr_of!((*pages).guest_stack) as u64 + setup::STACK as u64,
+        )
+    }
 }
 
 /// An application processor, from the boot.s trampoline (on its own
@@ -319,4 +337,28 @@ extern "C" fn hv_ap_main(_ticket: u32) -> ! {
     );
     run::install(host(cpu, &config, None));
     launch(cpu as u64)
+}
+
+/// An application processor hv-stub had reset (smp::reset_through_init),
+/// from the boot.s trampoline on its spare stack: back into VMX operation
+/// with its VMCS as it was, its guest at the startup vector.
+#[no_mangle]
+extern "C" fn hv_ap_restart(apic_id: u32) -> ! {
+    let Some(cpu) = percpu::index_of(apic_id) else {
+        loop {
+            cpu::halt();
+        }
+    };
+    let Plan { config, .. } = plan();
+    let vector = smp::restart_vector(cpu, apic_id);
+    desc::reload(cpu);
+    setup::enable_vmx();
+    // SAFETY: only addresses are taken (no reference is created).
+    let vmxon = unsafe { addr_of!((*addr_of!(PAGES))[cpu].vmxon) } as u64;
+    let (vmcs, _) = vmcs_and_spare_stack(cpu);
+    setup::reenter_vmx(&config, vmxon, vmcs);
+    guest_state::wait_for_sipi(&config.fixed_crs);
+    guest_state::start_at_sipi(vector);
+    percpu::set_state(cpu, CpuState::Running);
+    launch(0)
 }

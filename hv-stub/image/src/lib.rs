@@ -1,18 +1,22 @@
 //! hv-stub as a bootable hypervisor. boot.s gets the processor from the
 //! BIOS into identity-mapped long mode (loading a Linux payload above 1 MiB
-//! on the way, if the disk has one) and calls `hv_main`; `hv` enters VMX
-//! operation and runs either a Linux kernel (`linux`, `ept`, `memmap`) or
-//! the observer guest (`guest`), handling its VM exits (`exits`) and serving
-//! libpulse's requests on COM1 (`link`) through hv-stub's shared core.
+//! on the way, if the disk has one) and calls `hv_main`; `hv` starts the
+//! other processors (`smp`), and each enters VMX operation (`setup`) and
+//! runs either a Linux kernel (`linux`, `ept`, `memmap`) or the observer
+//! guest (`guest`), handling its VM exits (`run`, `exits`) and the requests
+//! posted for it (`mailbox`); the boot processor serves libpulse's requests
+//! on COM1 (`link`) through hv-stub's shared core.
 //!
 //! `unsafe` lives in the small modules that need it: `port` (port I/O),
 //! `cpu` (MSRs, control registers, XSETBV), `vmx` (VMX instructions), `vmcs`
 //! (checked VMWRITE), `desc` (descriptor tables), `phys` (physical memory
 //! the host prepares for a guest), `ept`, `hv` and `run` (the static tables and
 //! VMX regions, and the exit handler's state), `firmware` and `memmap`
-//! (addresses of boot.s and linker symbols) and `backend` (the two calls
-//! through which the shared routing reaches VMWRITE and WRMSR); every block
-//! carries a `SAFETY:` comment.
+//! (addresses of boot.s and linker symbols), `backend` (the two calls
+//! through which the shared routing reaches VMWRITE and WRMSR, and each
+//! processor's backend slot), `smp` (the local APIC, boot.s's restart
+//! stacks) and `mailbox` (a request handed to another processor); every
+//! block carries a `SAFETY:` comment.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]

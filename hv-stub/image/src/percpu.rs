@@ -45,6 +45,11 @@ pub fn index_of(id: u32) -> Option<usize> {
     (0..count()).find(|&i| APIC_IDS[i].load(Ordering::Relaxed) == id)
 }
 
+/// The APIC ID of processor `cpu`.
+pub fn apic_id_of(cpu: usize) -> Option<u32> {
+    (cpu < count()).then(|| APIC_IDS[cpu].load(Ordering::Relaxed))
+}
+
 /// The index of the processor executing this (0 before the others are
 /// recorded, when only the boot processor runs hv-stub code).
 pub fn current() -> usize {

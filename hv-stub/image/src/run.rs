@@ -32,6 +32,8 @@ pub struct Host {
     pub guest_has: GuestHas,
     pub com1_noted: bool,
     pub com1_write_reported: bool,
+    /// The startup vector, from a SIPI exit to the next exit.
+    pub started_at: Option<u64>,
     /// The VMX-preemption timer is on (COM1 has a UART).
     pub timer: bool,
     pub poll: PollPeriod,
@@ -72,6 +74,7 @@ extern "C" fn hv_vmexit(regs: &mut GuestRegs) {
         Next::Resume => {
             let mut busy = mailbox::take(cpu);
             if let Some(link) = host.link.as_mut() {
+                crate::smp::restart_reset_processors();
                 if host.ready && link.has_uart() {
                     busy |= link.serve();
                 }

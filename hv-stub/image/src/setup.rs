@@ -270,6 +270,25 @@ pub fn enter_vmx(config: &Config, pages: &mut VmxPages) {
     }
 }
 
+/// After a reset: the host CR0/CR4 again, VMXON with the processor's region
+/// and its VMCS current again (its contents were written back by VMCLEAR).
+pub fn reenter_vmx(config: &Config, vmxon_pa: u64, vmcs_pa: u64) {
+    // SAFETY: as in enter_vmx.
+    unsafe {
+        cpu::write_cr0(config.cr0);
+        cpu::write_cr4(config.cr4);
+    }
+    // SAFETY: the regions `enter_vmx` prepared, untouched since.
+    unsafe {
+        if vmx::vmxon(vmxon_pa).is_err() {
+            fatal("VMXON failed");
+        }
+        if vmx::vmptrld(vmcs_pa).is_err() {
+            fatal("VMPTRLD failed");
+        }
+    }
+}
+
 /// The host state a VM exit loads on this processor, as read at start.
 pub struct HostMsrs {
     pub pat: u64,

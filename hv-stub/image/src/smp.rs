@@ -8,10 +8,10 @@
 //! operation (`hv::ap_main`).
 
 use core::ptr::{addr_of, addr_of_mut};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::percpu::{self, MAX_CPUS};
-use crate::{cpu, phys, say};
+use crate::{cpu, phys, say, vmx};
 
 /// The trampoline's page: below 1 MiB, 4 KiB-aligned, free once boot.s left
 /// real mode (memmap hides it from the guest).
@@ -35,6 +35,8 @@ extern "C" {
     static hv_ap_trampoline: u8;
     static hv_ap_trampoline_end: u8;
     static hv_ap_tickets: AtomicU32;
+    /// boot.s: the stack a restarted processor takes, by APIC ID.
+    static hv_ap_restart_stacks: [AtomicU64; 256];
 }
 
 /// The APIC IDs (plus one) of the processors that arrived, in arrival order.
@@ -93,7 +95,7 @@ fn wait_ticks(ticks: u64) {
 }
 
 /// Starts every other processor and numbers them all (0 = this, the boot
-/// processor). Returns how many there are.
+/// processor); they wait for `release`. Returns how many there are.
 pub fn start_application_processors() -> usize {
     let bsp = percpu::apic_id();
     let start = addr_of!(hv_ap_trampoline) as u64;
@@ -138,8 +140,13 @@ pub fn start_application_processors() -> usize {
     }
     ids[1..=arrived].sort_unstable();
     percpu::set_processors(&ids[..=arrived]);
-    NUMBERED.store(true, Ordering::SeqCst);
     arrived + 1
+}
+
+/// Lets the application processors go on (they read what the boot
+/// processor published before this).
+pub fn release() {
+    NUMBERED.store(true, Ordering::SeqCst);
 }
 
 /// Called by an application processor as it arrives from the trampoline:
@@ -160,4 +167,94 @@ pub fn arrive() -> Option<usize> {
         core::hint::spin_loop();
     }
     percpu::index_of(id)
+}
+
+// --- Restarting a processor through its INIT (Bochs 2.7) -----------------
+//
+// Bochs 2.7 turns a guest's INIT into a VM exit without clearing it, so the
+// same INIT exits again as soon as the processor re-enters its guest in the
+// active state: after the startup IPI the processor would never execute an
+// instruction. Only a processor reset clears it. So, on such a stale INIT,
+// the processor waits until the kernel's second startup IPI has passed
+// (dropped while in VMX root), leaves VMX operation — the pending INIT then
+// resets it into wait-for-SIPI outside VMX, where nothing is pending — and
+// the boot processor, at its next VM exit, sends it a startup IPI to
+// hv-stub's trampoline, which brings it back into VMX operation with its
+// guest at the kernel's startup vector (`hv::hv_ap_restart`). The guest
+// never runs outside hv-stub: between VMXOFF and that SIPI the processor is
+// reset and waiting. On hardware the INIT is consumed by its VM exit and
+// none of this happens.
+
+/// TSC ticks the kernel's second SIPI may come after its first (Linux:
+/// 10 us, or 300 us with an explicit INIT delay, of a TSC it believes runs
+/// at GHz).
+const SECOND_SIPI_TICKS: u64 = 4_000_000;
+/// TSC ticks after VMXOFF by which the processor has surely been reset.
+const RESET_TICKS: u64 = 100_000;
+
+fn restart_stacks() -> &'static [AtomicU64; 256] {
+    // SAFETY: boot.s's table of 256 u64 (AtomicU64 has the same layout),
+    // shared with the trampoline, which only reads it.
+    unsafe { &hv_ap_restart_stacks }
+}
+
+/// TSC when processor n left VMX to be reset (0: none pending).
+static RESETTING_SINCE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// The guest's startup vector to resume processor n at.
+static RESTART_VECTOR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// On processor `cpu` at a stale INIT, its guest started at `vector`:
+/// leaves VMX operation so that the pending INIT resets it; it comes back
+/// at `hv::hv_ap_restart` on `stack`. `vmcs` is its current VMCS.
+pub fn reset_through_init(cpu: usize, vector: u64, vmcs: u64, stack: u64) -> ! {
+    wait_ticks(SECOND_SIPI_TICKS);
+    RESTART_VECTOR[cpu].store(vector, Ordering::SeqCst);
+    let id = percpu::apic_id() as usize;
+    restart_stacks()[id & 0xFF].store(stack, Ordering::SeqCst);
+    RESETTING_SINCE[cpu].store(cpu::rdtsc().max(1), Ordering::SeqCst);
+    // SAFETY: the VMCS is written back to memory (VMCLEAR) for the restart,
+    // which loads it again; nothing after VMXOFF needs VMX operation.
+    unsafe {
+        let _ = vmx::vmclear(vmcs);
+        vmx::vmxoff();
+    }
+    // The pending INIT resets the processor at the next instruction
+    // boundary; without one (not Bochs), it stays here.
+    loop {
+        cpu::halt();
+    }
+}
+
+/// On the boot processor at each VM exit: sends the startup IPI that brings
+/// a processor reset by `reset_through_init` back into hv-stub.
+pub fn restart_reset_processors() {
+    let count = percpu::count();
+    for (cpu, resetting) in RESETTING_SINCE.iter().enumerate().take(count).skip(1) {
+        let since = resetting.load(Ordering::SeqCst);
+        if since == 0 || cpu::rdtsc().wrapping_sub(since) < RESET_TICKS {
+            continue;
+        }
+        resetting.store(0, Ordering::SeqCst);
+        let Some(id) = percpu::apic_id_of(cpu) else {
+            continue;
+        };
+        // The guest may be between its own ICR-high and ICR-low writes.
+        let high = apic_read(ICR_HIGH);
+        while apic_read(ICR_LOW) & ICR_PENDING != 0 {
+            core::hint::spin_loop();
+        }
+        apic_write(ICR_HIGH, id << 24);
+        apic_write(ICR_LOW, ICR_STARTUP | (AP_BASE >> 12) as u32);
+        while apic_read(ICR_LOW) & ICR_PENDING != 0 {
+            core::hint::spin_loop();
+        }
+        apic_write(ICR_HIGH, high);
+    }
+}
+
+/// On a restarted processor: where its guest starts (and forgets the
+/// restart stack).
+pub fn restart_vector(cpu: usize, apic_id: u32) -> u64 {
+    restart_stacks()[apic_id as usize & 0xFF].store(0, Ordering::SeqCst);
+    RESTART_VECTOR[cpu].load(Ordering::SeqCst)
 }

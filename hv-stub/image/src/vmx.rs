@@ -79,6 +79,16 @@ pub unsafe fn vmwrite(field: u32, value: u64) -> Result<(), VmFail> {
     check(failed)
 }
 
+/// VMXOFF: leaves VMX operation.
+///
+/// # Safety
+/// No VMCS may be current that is still needed (VMCLEAR it first), and
+/// the caller must not rely on VMX operation afterwards.
+pub unsafe fn vmxoff() {
+    // SAFETY: per the function contract.
+    unsafe { asm!("vmxoff", options(nostack)) };
+}
+
 /// VMLAUNCH with the guest's RSI = `rsi` (the other general-purpose
 /// registers are whatever the host left); returns only if the launch failed.
 ///
