@@ -135,7 +135,7 @@ pub enum SpecError {
     BadOnline(String),
     #[error("unknown or repeated option `{0}`")]
     BadOption(String),
-    #[error("`{0}` is not a host name (characters other than letters, digits, `-`, `.`, `_`)")]
+    #[error("`{0}` is not a host name or an IP address (characters other than letters, digits, `-`, `.`, `_`)")]
     BadHostChars(String),
     #[error("write `tcp:<host>:<port>`, without `//`")]
     UrlStyle,
@@ -244,7 +244,7 @@ fn parse_tcp(target: &str) -> Result<TransportSpec, SpecError> {
     if host.parse::<std::net::IpAddr>().is_err()
         && !host
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'%' | b':'))
     {
         return Err(SpecError::BadHostChars(host.to_owned()));
     }
@@ -354,6 +354,13 @@ mod tests {
             TransportSpec::parse("tcp:[::1]:7").unwrap(),
             TransportSpec::Tcp {
                 host: "::1".into(),
+                port: 7
+            }
+        );
+        assert_eq!(
+            TransportSpec::parse("tcp:[fe80::1%eth0]:7").unwrap(),
+            TransportSpec::Tcp {
+                host: "fe80::1%eth0".into(),
                 port: 7
             }
         );
