@@ -1,5 +1,5 @@
-//! Tier 4, every CPU: hv-stub under Bochs with two processors
-//! (`run-bochs.sh -c 2`), each in VMX operation with its own VMCS, a request
+//! Tier 4, every CPU: hv-stub under Bochs with two (and four) processors
+//! (`run-bochs.sh -c N`), each in VMX operation with its own VMCS, a request
 //! for CPU k executed on CPU k.
 //!
 //! - `observer_on_two_cpus` (one boot, ~10 s): the observer guest runs on
@@ -8,7 +8,10 @@
 //!   `read_msr` on CPU 1 only; an all-CPU write reaches both guests; an
 //!   all-CPU write one CPU refuses changes neither; a CPU past the count is
 //!   refused.
-//! - `linux_on_two_cpus` (one boot, minutes): Debian's kernel starts CPU 1
+//! - `observer_on_four_cpus` (one boot, seconds): four CPUs counted, a
+//!   write on CPU 3 reaches CPU 3 only.
+//! - `linux_on_two_cpus` (one boot, minutes): CPU 1 is "not started"
+//!   (CPU inactive) until the kernel starts it; Debian's kernel starts CPU 1
 //!   itself (INIT/SIPI under hv-stub), and Linux's own `/dev/cpu/N/msr`
 //!   shows a write on CPU 1 that CPU 0 does not have, and an all-CPU write
 //!   on both. (Under Debian's Bochs 2.7 hv-stub has to restart CPU 1
@@ -34,6 +37,7 @@ use pulse::ffi::{
     PsWriteMsrAllCpus, PPS_ENGINE, PS_ENGINE_CONFIG,
 };
 
+const SYSENTER_CS: u32 = 0x174;
 const SYSENTER_ESP: u32 = 0x175;
 const SYSENTER_EIP: u32 = 0x176;
 const PAT: u32 = 0x277;
@@ -41,6 +45,7 @@ const PAT: u32 = 0x277;
 const SUCCESS: u32 = 0;
 const EXCEPTION_GENERAL_PROTECTION: u32 = 0xC001_000D;
 const BARRIER_NO_CPU: u32 = 0xC000_0044;
+const BARRIER_OWNER_INACTIVE: u32 = 0xC000_0043;
 
 const CPUS: u64 = 2;
 const REQUEST_TIMEOUT_MS: u32 = 1000;
@@ -60,8 +65,8 @@ fn work_dir(what: &str) -> PathBuf {
     dir
 }
 
-/// `run-bochs.sh -c 2 [args] server:PORT` with the test's image.
-fn boot(args: &[&str], port: u16, deadline: Duration, what: &str) -> Bochs {
+/// `run-bochs.sh -c CPUS [args] server:PORT` with the test's image.
+fn boot(cpus: u64, args: &[&str], port: u16, deadline: Duration, what: &str) -> Bochs {
     require_bochs();
     let workdir = work_dir(what);
     let mut command = Command::new(repo_root().join("hv-stub/image/run-bochs.sh"));
@@ -70,7 +75,7 @@ fn boot(args: &[&str], port: u16, deadline: Duration, what: &str) -> Bochs {
             "-t",
             &deadline.as_secs().to_string(),
             "-c",
-            &CPUS.to_string(),
+            &cpus.to_string(),
         ])
         .args(args)
         .arg(format!("server:{port}"))
@@ -195,7 +200,7 @@ impl Drop for Debugger {
 fn observer_on_two_cpus() {
     let start = Instant::now();
     let port = free_port();
-    let vm = boot(&[], port, OBSERVER_DEADLINE, "observer");
+    let vm = boot(CPUS, &[], port, OBSERVER_DEADLINE, "observer");
     let debugger = Debugger::open(&vm, port);
     vm.wait_ready();
     // CPU 1's guest has printed its first sweep.
@@ -305,6 +310,41 @@ fn observer_on_two_cpus() {
     println!("observer on 2 CPUs: whole test {:.1?}", start.elapsed());
 }
 
+/// Four processors: numbered by APIC ID as they raced to arrive; a write on
+/// the last one is seen by its guest only.
+#[test]
+fn observer_on_four_cpus() {
+    let port = free_port();
+    let vm = boot(4, &[], port, OBSERVER_DEADLINE, "observer4");
+    let debugger = Debugger::open(&vm, port);
+    vm.wait_ready();
+    for cpu in 1..4 {
+        vm.wait_from(0, SEEN_TIMEOUT, |l| {
+            l.contains(&format!("CPU{cpu} OBS c0000102"))
+        })
+        .unwrap_or_else(|e| panic!("no observer on CPU {cpu}: {e}"));
+    }
+    assert_eq!(debugger.count(), 4, "PsGetCpuCount");
+    let from = vm.cursor();
+    assert_eq!(
+        debugger.on(3).write(SYSENTER_ESP, 0xFFFF_8000_0003_3000),
+        SUCCESS
+    );
+    wait_observed(&vm, from, 3, SYSENTER_ESP, 0xFFFF_8000_0003_3000);
+    for cpu in 0..3 {
+        assert_ne!(
+            debugger.read_on(cpu, SYSENTER_ESP),
+            Ok(0xFFFF_8000_0003_3000),
+            "CPU {cpu} got CPU 3's write"
+        );
+        assert_ne!(
+            last_observed(&vm, cpu, SYSENTER_ESP),
+            Some(0xFFFF_8000_0003_3000)
+        );
+    }
+    assert_eq!(debugger.switch(4), BARRIER_NO_CPU);
+}
+
 /// Waits until Linux's own read on `cpu` shows `msr` = `value`.
 fn linux_sees(vm: &Bochs, from: usize, cpu: u32, msr: u32, value: u64) {
     linux::wait_report(vm, from, LINUX_SEEN_TIMEOUT, |r| {
@@ -330,6 +370,7 @@ fn linux_on_two_cpus() {
     let port = free_port();
     let (kernel, initrd) = (linux::kernel(), linux::initramfs());
     let vm = boot(
+        CPUS,
         &[
             "-k",
             kernel.to_str().unwrap(),
@@ -343,6 +384,18 @@ fn linux_on_two_cpus() {
         "linux",
     );
     let debugger = Debugger::open(&vm, port);
+    // The kernel starts CPU 1 tens of seconds later: until then it waits
+    // for SIPI inside hv-stub, and a request for it says so at once.
+    assert_eq!(debugger.count(), CPUS, "PsGetCpuCount during the boot");
+    assert_eq!(
+        debugger.switch(1),
+        BARRIER_OWNER_INACTIVE,
+        "CPU 1 before Linux starts it"
+    );
+    assert!(
+        debugger.on(0).read(SYSENTER_CS).is_ok(),
+        "CPU 0 answers meanwhile"
+    );
     let ready = linux::wait_ready(&vm);
     println!("Linux on 2 CPUs: LINUX READY in {:.1?}", start.elapsed());
     assert!(
