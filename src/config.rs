@@ -380,6 +380,16 @@ mod tests {
         );
     }
 
+    #[cfg(not(feature = "sim"))]
+    #[test]
+    fn sim_without_the_feature_says_so() {
+        for spec in ["sim", "sim?cpus=2"] {
+            let problem = TransportSpec::parse(spec).unwrap_err();
+            assert_eq!(problem, SpecError::SimNotBuilt, "{spec}");
+            assert!(problem.to_string().contains("cargo feature `sim`"));
+        }
+    }
+
     #[test]
     fn rejects_malformed_strings() {
         for bad in [
