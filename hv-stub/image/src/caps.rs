@@ -5,20 +5,13 @@ use hv_stub::CpuCaps;
 
 use crate::cpu::{cpuid, rdmsr_safe, CpuidResult};
 
-pub const IA32_MCG_CAP: u32 = 0x179;
-pub const IA32_VMX_BASIC: u32 = 0x480;
-pub const IA32_VMX_MISC: u32 = 0x485;
-pub const IA32_VMX_CR0_FIXED0: u32 = 0x486;
-pub const IA32_VMX_CR0_FIXED1: u32 = 0x487;
-pub const IA32_VMX_CR4_FIXED0: u32 = 0x488;
-pub const IA32_VMX_CR4_FIXED1: u32 = 0x489;
-pub const IA32_VMX_TRUE_PINBASED_CTLS: u32 = 0x48D;
-pub const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48E;
-pub const IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48F;
-pub const IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
-
-/// IA32_PERF_CAPABILITIES (present when CPUID.1:ECX[15], PDCM).
-pub const IA32_PERF_CAPABILITIES: u32 = 0x345;
+// IA32_PERF_CAPABILITIES is present when CPUID.1:ECX[15] (PDCM).
+pub use x86::msr::{
+    IA32_MCG_CAP, IA32_PERF_CAPABILITIES, IA32_VMX_BASIC, IA32_VMX_CR0_FIXED0, IA32_VMX_CR0_FIXED1,
+    IA32_VMX_CR4_FIXED0, IA32_VMX_CR4_FIXED1, IA32_VMX_EPT_VPID_CAP, IA32_VMX_MISC,
+    IA32_VMX_PROCBASED_CTLS2, IA32_VMX_TRUE_ENTRY_CTLS, IA32_VMX_TRUE_EXIT_CTLS,
+    IA32_VMX_TRUE_PINBASED_CTLS, IA32_VMX_TRUE_PROCBASED_CTLS,
+};
 /// What CPUID leaf 14H says Intel PT supports, as the validator needs it:
 /// the writable IA32_RTIT_CTL bits (SDM 33.2.8.2, each tied to its CPUID
 /// feature bit as KVM's `vmx_rtit_ctl_check` does) and the encodings.

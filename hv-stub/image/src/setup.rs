@@ -13,8 +13,6 @@ use crate::hv::{fatal, GuestHas, GuestKind};
 use crate::vmcs::*;
 use crate::{cpu, say, vmx};
 
-const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48B;
-const IA32_VMX_EPT_VPID_CAP: u32 = 0x48C;
 /// IA32_VMX_EPT_VPID_CAP: 4-level walk, write-back structures, 2 MiB pages.
 const EPT_CAPS_NEEDED: u64 = (1 << 6) | (1 << 14) | (1 << 16);
 

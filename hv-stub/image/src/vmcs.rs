@@ -1,75 +1,81 @@
-//! The current VMCS: the field encodings hv-stub/core does not define (SDM
-//! Vol. 3D Appendix B), the exit reasons and control bits the image uses,
-//! and checked VMREAD/VMWRITE helpers.
+//! The current VMCS: the field encodings and control bits the image uses
+//! (from the x86 crate), the exit reasons, and checked VMREAD/VMWRITE
+//! helpers.
+
+use x86::vmx::vmcs::control::{PinbasedControls, PrimaryControls, SecondaryControls};
 
 use crate::{say, vmx};
 
-/// VMCS encodings not in `hv_stub::msr::field`.
+/// The VMCS encodings the image uses, under its short names, from the x86
+/// crate (SDM Vol. 3D Appendix B).
 pub mod f {
-    pub const GUEST_ES_SELECTOR: u32 = 0x800;
-    pub const GUEST_CS_SELECTOR: u32 = 0x802;
-    pub const GUEST_TR_SELECTOR: u32 = 0x80E;
-    pub const HOST_ES_SELECTOR: u32 = 0xC00;
-    pub const HOST_CS_SELECTOR: u32 = 0xC02;
-    pub const HOST_SS_SELECTOR: u32 = 0xC04;
-    pub const HOST_DS_SELECTOR: u32 = 0xC06;
-    pub const HOST_FS_SELECTOR: u32 = 0xC08;
-    pub const HOST_GS_SELECTOR: u32 = 0xC0A;
-    pub const HOST_TR_SELECTOR: u32 = 0xC0C;
-    pub const IO_BITMAP_A: u32 = 0x2000;
-    pub const IO_BITMAP_B: u32 = 0x2002;
-    pub const MSR_BITMAP: u32 = 0x2004;
-    pub const EPT_POINTER: u32 = 0x201A;
-    pub const GUEST_PHYSICAL_ADDRESS: u32 = 0x2400;
-    pub const PIN_BASED: u32 = 0x4000;
-    pub const PROC_BASED: u32 = 0x4002;
-    pub const EXCEPTION_BITMAP: u32 = 0x4004;
-    pub const CR3_TARGET_COUNT: u32 = 0x400A;
-    pub const EXIT_MSR_LOAD_COUNT: u32 = 0x4010;
-    pub const ENTRY_INTR_INFO: u32 = 0x4016;
-    pub const ENTRY_EXCEPTION_ERROR: u32 = 0x4018;
-    pub const ENTRY_INSTRUCTION_LEN: u32 = 0x401A;
-    pub const PROC_BASED2: u32 = 0x401E;
-    pub const EXIT_REASON: u32 = 0x4402;
-    pub const EXIT_INTR_INFO: u32 = 0x4404;
-    pub const EXIT_INSTRUCTION_LEN: u32 = 0x440C;
-    pub const GUEST_ES_LIMIT: u32 = 0x4800;
-    pub const GUEST_TR_LIMIT: u32 = 0x480E;
-    pub const GUEST_GDTR_LIMIT: u32 = 0x4810;
-    pub const GUEST_IDTR_LIMIT: u32 = 0x4812;
-    pub const GUEST_ES_AR: u32 = 0x4814;
-    pub const GUEST_CS_AR: u32 = 0x4816;
-    pub const GUEST_LDTR_AR: u32 = 0x4820;
-    pub const GUEST_TR_AR: u32 = 0x4822;
-    pub const GUEST_INTERRUPTIBILITY: u32 = 0x4824;
-    pub const GUEST_ACTIVITY: u32 = 0x4826;
-    pub const PREEMPTION_TIMER: u32 = 0x482E;
-    pub const CR0_MASK: u32 = 0x6000;
-    pub const CR4_MASK: u32 = 0x6002;
-    pub const CR0_SHADOW: u32 = 0x6004;
-    pub const CR4_SHADOW: u32 = 0x6006;
-    pub const EXIT_QUALIFICATION: u32 = 0x6400;
-    pub const GUEST_CR3: u32 = 0x6802;
-    pub const GUEST_ES_BASE: u32 = 0x6806;
-    pub const GUEST_CS_BASE: u32 = 0x6808;
-    pub const GUEST_TR_BASE: u32 = 0x6814;
-    pub const GUEST_GDTR_BASE: u32 = 0x6816;
-    pub const GUEST_IDTR_BASE: u32 = 0x6818;
-    pub const GUEST_DR7: u32 = 0x681A;
-    pub const GUEST_RSP: u32 = 0x681C;
-    pub const GUEST_RIP: u32 = 0x681E;
-    pub const GUEST_RFLAGS: u32 = 0x6820;
-    pub const GUEST_PENDING_DBG: u32 = 0x6822;
-    pub const HOST_CR0: u32 = 0x6C00;
-    pub const HOST_CR3: u32 = 0x6C02;
-    pub const HOST_TR_BASE: u32 = 0x6C0A;
-    pub const HOST_GDTR_BASE: u32 = 0x6C0C;
-    pub const HOST_IDTR_BASE: u32 = 0x6C0E;
-    pub const HOST_RSP: u32 = 0x6C14;
-    pub const HOST_RIP: u32 = 0x6C16;
+    use x86::vmx::vmcs::{control, guest, host, ro};
+
+    pub const GUEST_ES_SELECTOR: u32 = guest::ES_SELECTOR;
+    pub const GUEST_CS_SELECTOR: u32 = guest::CS_SELECTOR;
+    pub const GUEST_TR_SELECTOR: u32 = guest::TR_SELECTOR;
+    pub const HOST_ES_SELECTOR: u32 = host::ES_SELECTOR;
+    pub const HOST_CS_SELECTOR: u32 = host::CS_SELECTOR;
+    pub const HOST_SS_SELECTOR: u32 = host::SS_SELECTOR;
+    pub const HOST_DS_SELECTOR: u32 = host::DS_SELECTOR;
+    pub const HOST_FS_SELECTOR: u32 = host::FS_SELECTOR;
+    pub const HOST_GS_SELECTOR: u32 = host::GS_SELECTOR;
+    pub const HOST_TR_SELECTOR: u32 = host::TR_SELECTOR;
+    pub const IO_BITMAP_A: u32 = control::IO_BITMAP_A_ADDR_FULL;
+    pub const IO_BITMAP_B: u32 = control::IO_BITMAP_B_ADDR_FULL;
+    pub const MSR_BITMAP: u32 = control::MSR_BITMAPS_ADDR_FULL;
+    pub const EPT_POINTER: u32 = control::EPTP_FULL;
+    pub const GUEST_PHYSICAL_ADDRESS: u32 = ro::GUEST_PHYSICAL_ADDR_FULL;
+    pub const PIN_BASED: u32 = control::PINBASED_EXEC_CONTROLS;
+    pub const PROC_BASED: u32 = control::PRIMARY_PROCBASED_EXEC_CONTROLS;
+    pub const EXCEPTION_BITMAP: u32 = control::EXCEPTION_BITMAP;
+    pub const CR3_TARGET_COUNT: u32 = control::CR3_TARGET_COUNT;
+    pub const EXIT_MSR_LOAD_COUNT: u32 = control::VMEXIT_MSR_LOAD_COUNT;
+    pub const ENTRY_INTR_INFO: u32 = control::VMENTRY_INTERRUPTION_INFO_FIELD;
+    pub const ENTRY_EXCEPTION_ERROR: u32 = control::VMENTRY_EXCEPTION_ERR_CODE;
+    pub const ENTRY_INSTRUCTION_LEN: u32 = control::VMENTRY_INSTRUCTION_LEN;
+    pub const PROC_BASED2: u32 = control::SECONDARY_PROCBASED_EXEC_CONTROLS;
+    pub const EXIT_REASON: u32 = ro::EXIT_REASON;
+    pub const EXIT_INTR_INFO: u32 = ro::VMEXIT_INTERRUPTION_INFO;
+    pub const EXIT_INSTRUCTION_LEN: u32 = ro::VMEXIT_INSTRUCTION_LEN;
+    pub const GUEST_ES_LIMIT: u32 = guest::ES_LIMIT;
+    pub const GUEST_TR_LIMIT: u32 = guest::TR_LIMIT;
+    pub const GUEST_GDTR_LIMIT: u32 = guest::GDTR_LIMIT;
+    pub const GUEST_IDTR_LIMIT: u32 = guest::IDTR_LIMIT;
+    pub const GUEST_ES_AR: u32 = guest::ES_ACCESS_RIGHTS;
+    pub const GUEST_CS_AR: u32 = guest::CS_ACCESS_RIGHTS;
+    pub const GUEST_LDTR_AR: u32 = guest::LDTR_ACCESS_RIGHTS;
+    pub const GUEST_TR_AR: u32 = guest::TR_ACCESS_RIGHTS;
+    pub const GUEST_INTERRUPTIBILITY: u32 = guest::INTERRUPTIBILITY_STATE;
+    pub const GUEST_ACTIVITY: u32 = guest::ACTIVITY_STATE;
+    pub const PREEMPTION_TIMER: u32 = guest::VMX_PREEMPTION_TIMER_VALUE;
+    pub const CR0_MASK: u32 = control::CR0_GUEST_HOST_MASK;
+    pub const CR4_MASK: u32 = control::CR4_GUEST_HOST_MASK;
+    pub const CR0_SHADOW: u32 = control::CR0_READ_SHADOW;
+    pub const CR4_SHADOW: u32 = control::CR4_READ_SHADOW;
+    pub const EXIT_QUALIFICATION: u32 = ro::EXIT_QUALIFICATION;
+    pub const GUEST_CR3: u32 = guest::CR3;
+    pub const GUEST_ES_BASE: u32 = guest::ES_BASE;
+    pub const GUEST_CS_BASE: u32 = guest::CS_BASE;
+    pub const GUEST_TR_BASE: u32 = guest::TR_BASE;
+    pub const GUEST_GDTR_BASE: u32 = guest::GDTR_BASE;
+    pub const GUEST_IDTR_BASE: u32 = guest::IDTR_BASE;
+    pub const GUEST_DR7: u32 = guest::DR7;
+    pub const GUEST_RSP: u32 = guest::RSP;
+    pub const GUEST_RIP: u32 = guest::RIP;
+    pub const GUEST_RFLAGS: u32 = guest::RFLAGS;
+    pub const GUEST_PENDING_DBG: u32 = guest::PENDING_DBG_EXCEPTIONS;
+    pub const HOST_CR0: u32 = host::CR0;
+    pub const HOST_CR3: u32 = host::CR3;
+    pub const HOST_TR_BASE: u32 = host::TR_BASE;
+    pub const HOST_GDTR_BASE: u32 = host::GDTR_BASE;
+    pub const HOST_IDTR_BASE: u32 = host::IDTR_BASE;
+    pub const HOST_RSP: u32 = host::RSP;
+    pub const HOST_RIP: u32 = host::RIP;
 }
 
-/// Basic exit reasons (SDM Vol. 3D Appendix C).
+/// Basic exit reasons (SDM Vol. 3D Appendix C; the x86 crate 0.52 has
+/// none).
 pub mod reason {
     pub const EXCEPTION_OR_NMI: u32 = 0;
     pub const EXTERNAL_INTERRUPT: u32 = 1;
@@ -99,20 +105,21 @@ pub mod reason {
 }
 
 /// Pin-based controls.
-pub const PIN_NMI_EXITING: u32 = 1 << 3;
-pub const PIN_PREEMPTION_TIMER: u32 = 1 << 6;
+pub const PIN_NMI_EXITING: u32 = PinbasedControls::NMI_EXITING.bits();
+pub const PIN_PREEMPTION_TIMER: u32 = PinbasedControls::VMX_PREEMPTION_TIMER.bits();
 /// Primary processor-based controls.
-pub const PROC_USE_IO_BITMAPS: u32 = 1 << 25;
-pub const PROC_USE_MSR_BITMAPS: u32 = 1 << 28;
-pub const PROC_SECONDARY: u32 = 1 << 31;
+pub const PROC_USE_IO_BITMAPS: u32 = PrimaryControls::USE_IO_BITMAPS.bits();
+pub const PROC_USE_MSR_BITMAPS: u32 = PrimaryControls::USE_MSR_BITMAPS.bits();
+pub const PROC_SECONDARY: u32 = PrimaryControls::SECONDARY_CONTROLS.bits();
 /// Secondary processor-based controls.
-pub const PROC2_EPT: u32 = 1 << 1;
-pub const PROC2_RDTSCP: u32 = 1 << 3;
-pub const PROC2_UNRESTRICTED_GUEST: u32 = 1 << 7;
-pub const PROC2_INVPCID: u32 = 1 << 12;
-pub const PROC2_XSAVES: u32 = 1 << 20;
+pub const PROC2_EPT: u32 = SecondaryControls::ENABLE_EPT.bits();
+pub const PROC2_RDTSCP: u32 = SecondaryControls::ENABLE_RDTSCP.bits();
+pub const PROC2_UNRESTRICTED_GUEST: u32 = SecondaryControls::UNRESTRICTED_GUEST.bits();
+pub const PROC2_INVPCID: u32 = SecondaryControls::ENABLE_INVPCID.bits();
+pub const PROC2_XSAVES: u32 = SecondaryControls::ENABLE_XSAVES_XRSTORS.bits();
 
-/// Event injection (VM-entry interruption information).
+/// Event injection (VM-entry interruption information; the x86 crate 0.52
+/// has no encoder for it).
 pub mod inject {
     const VALID: u32 = 1 << 31;
     const DELIVER_ERROR_CODE: u32 = 1 << 11;

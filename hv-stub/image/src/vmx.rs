@@ -4,7 +4,7 @@
 use core::arch::asm;
 
 /// VM-instruction error field (SDM Vol. 3C 31.4).
-pub const VM_INSTRUCTION_ERROR: u32 = 0x4400;
+pub const VM_INSTRUCTION_ERROR: u32 = x86::vmx::vmcs::ro::VM_INSTRUCTION_ERROR;
 
 #[derive(Clone, Copy, Debug)]
 pub struct VmFail;
