@@ -11,7 +11,7 @@ use core::ptr::addr_of_mut;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::percpu::{self, MAX_CPUS};
-use crate::{cpu, mailbox, say, vmx};
+use crate::{cpu, link, mailbox, say, vmx};
 
 pub struct RealVmx {
     caps: CpuCaps,
@@ -180,6 +180,8 @@ impl Processors for Machine {
         if cpu == percpu::current() {
             return Ok(with_own(cpu, f));
         }
-        mailbox::run_on(cpu, BUDGET.load(Ordering::Relaxed), f).ok_or(CpuError::Inactive)
+        // Meanwhile the debugger's next bytes are kept for the link.
+        mailbox::run_on(cpu, BUDGET.load(Ordering::Relaxed), link::hold_incoming, f)
+            .ok_or(CpuError::Inactive)
     }
 }

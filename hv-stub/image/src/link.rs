@@ -3,10 +3,12 @@
 //! for it. Without a UART at COM1 there is no link and the guest runs
 //! undisturbed.
 
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
 use hv_stub::Stub;
 
 use crate::backend::Machine;
-use crate::uart::Uart;
+use crate::uart::{self, Uart};
 
 /// Polls of an idle UART before a partly received frame is left for the
 /// next exit.
@@ -47,6 +49,51 @@ impl PollPeriod {
     }
 }
 
+/// Bytes COM1 received while the link's processor waited for another
+/// processor to run a request (the 16-byte receive FIFO would overflow
+/// during a long wait if the client sends more requests meanwhile); served
+/// before anything newer. Only the link's processor touches it.
+struct Held {
+    bytes: [AtomicU8; HELD],
+    /// Bytes taken so far and bytes held so far (wrapping counters).
+    taken: AtomicUsize,
+    held: AtomicUsize,
+}
+
+const HELD: usize = 512;
+
+static HELD_BYTES: Held = Held {
+    bytes: [const { AtomicU8::new(0) }; HELD],
+    taken: AtomicUsize::new(0),
+    held: AtomicUsize::new(0),
+};
+
+/// While waiting for another processor: moves what COM1 received into the
+/// held bytes (dropped when full; the client sends it again).
+pub fn hold_incoming() {
+    let held = &HELD_BYTES;
+    while let Some(byte) = uart::try_read_com1() {
+        let (taken, end) = (
+            held.taken.load(Ordering::Relaxed),
+            held.held.load(Ordering::Relaxed),
+        );
+        if end.wrapping_sub(taken) < HELD {
+            held.bytes[end % HELD].store(byte, Ordering::Relaxed);
+            held.held.store(end.wrapping_add(1), Ordering::Relaxed);
+        }
+    }
+}
+
+fn take_held() -> Option<u8> {
+    let held = &HELD_BYTES;
+    let taken = held.taken.load(Ordering::Relaxed);
+    if taken == held.held.load(Ordering::Relaxed) {
+        return None;
+    }
+    held.taken.store(taken.wrapping_add(1), Ordering::Relaxed);
+    Some(held.bytes[taken % HELD].load(Ordering::Relaxed))
+}
+
 pub struct Link {
     pub stub: Stub<Machine>,
     uart: Option<Uart>,
@@ -73,7 +120,7 @@ impl Link {
         let mut replied = false;
         let mut idle = 0u32;
         loop {
-            if let Some(byte) = uart.try_read() {
+            if let Some(byte) = take_held().or_else(|| uart.try_read()) {
                 active = true;
                 idle = 0;
                 self.stub.feed(&[byte], |response| {

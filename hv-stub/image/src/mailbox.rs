@@ -42,7 +42,13 @@ static MAILBOXES: [Mailbox; MAX_CPUS] = [const {
 /// Runs `f` on processor `cpu` with its backend, waiting at most `budget`
 /// TSC ticks for `cpu` to take it. `None` if it did not: then `f` never ran.
 /// Once taken, waits for the result (the owner runs it at once, IF=0).
-pub fn run_on<R>(cpu: usize, budget: u64, f: impl FnOnce(&mut RealVmx) -> R) -> Option<R> {
+/// Calls `meanwhile` while it waits.
+pub fn run_on<R>(
+    cpu: usize,
+    budget: u64,
+    mut meanwhile: impl FnMut(),
+    f: impl FnOnce(&mut RealVmx) -> R,
+) -> Option<R> {
     let mailbox = &MAILBOXES[cpu];
     let mut f = Some(f);
     let mut result = None;
@@ -73,7 +79,7 @@ pub fn run_on<R>(cpu: usize, budget: u64, f: impl FnOnce(&mut RealVmx) -> R) -> 
                     return None;
                 }
             }
-            _ => core::hint::spin_loop(),
+            _ => meanwhile(),
         }
     }
     mailbox.state.store(IDLE, Ordering::Release);

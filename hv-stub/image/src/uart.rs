@@ -53,11 +53,7 @@ impl Uart {
     }
 
     pub fn try_read(&mut self) -> Option<u8> {
-        if inb(self.base + LSR) & LSR_DATA_READY != 0 {
-            Some(inb(self.base + THR_RBR))
-        } else {
-            None
-        }
+        read_ready(self.base)
     }
 
     pub fn write_all(&mut self, bytes: &[u8]) {
@@ -65,5 +61,19 @@ impl Uart {
             while inb(self.base + LSR) & LSR_THR_EMPTY == 0 {}
             outb(self.base + THR_RBR, b);
         }
+    }
+}
+
+/// A byte COM1 has received, if any (for the link's processor while it
+/// waits for another processor, `link::hold_incoming`).
+pub fn try_read_com1() -> Option<u8> {
+    read_ready(COM1)
+}
+
+fn read_ready(base: u16) -> Option<u8> {
+    if inb(base + LSR) & LSR_DATA_READY != 0 {
+        Some(inb(base + THR_RBR))
+    } else {
+        None
     }
 }
