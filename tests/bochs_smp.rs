@@ -14,7 +14,8 @@
 //!   (CPU inactive) until the kernel starts it; Debian's kernel starts CPU 1
 //!   itself (INIT/SIPI under hv-stub), and Linux's own `/dev/cpu/N/msr`
 //!   shows a write on CPU 1 that CPU 0 does not have, and an all-CPU write
-//!   on both. (Under Debian's Bochs 2.7 hv-stub has to restart CPU 1
+//!   on both; CPU 1 taken offline by Linux is reported stopped (CPU
+//!   inactive), and back online takes writes again. (Under Debian's Bochs 2.7 hv-stub has to restart CPU 1
 //!   through a reset once: docs/HV-STUB.md, "Every processor".)
 //!
 //! Needs `bochs-bin` (and for Linux `linux-image-cloud-amd64`); fails, never
@@ -46,6 +47,10 @@ const SUCCESS: u32 = 0;
 const EXCEPTION_GENERAL_PROTECTION: u32 = 0xC001_000D;
 const BARRIER_NO_CPU: u32 = 0xC000_0044;
 const BARRIER_OWNER_INACTIVE: u32 = 0xC000_0043;
+/// hv-stub/linux-guest/init.c: CPU 0's SYSENTER_CS set to one of these,
+/// ORed with a CPU number, makes init take that CPU offline or online.
+const HOTPLUG_OFFLINE: u64 = 0xD0F00;
+const HOTPLUG_ONLINE: u64 = 0xD0100;
 
 const CPUS: u64 = 2;
 const REQUEST_TIMEOUT_MS: u32 = 1000;
@@ -357,6 +362,23 @@ fn linux_sees(vm: &Bochs, from: usize, cpu: u32, msr: u32, value: u64) {
     .unwrap_or_else(|e| panic!("Linux never read {msr:#x} = {value:#x} on CPU {cpu}: {e}"));
 }
 
+/// Waits until the latest of Linux's reads on `cpu` (a new report, or the
+/// last one if nothing changed) shows `msr` = `value`.
+fn linux_now_reads(vm: &Bochs, cpu: u32, msr: u32, value: u64) {
+    let end = Instant::now() + LINUX_SEEN_TIMEOUT;
+    loop {
+        let latest = linux::readings(vm, vm.cursor()).get(&(cpu, msr)).copied();
+        if latest == Some(Reading::Value(value)) {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "Linux reads {msr:#x} = {latest:x?} on CPU {cpu}, not {value:#x}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn linux_value(vm: &Bochs, upto: usize, cpu: u32, msr: u32) -> u64 {
     match linux::readings(vm, upto).get(&(cpu, msr)) {
         Some(Reading::Value(v)) => *v,
@@ -438,15 +460,51 @@ fn linux_on_two_cpus() {
         linux_sees(&vm, from, cpu, SYSENTER_ESP, 0xFFFF_8000_1234_5000);
     }
 
+    // Linux takes CPU 1 offline (init, asked through CPU 0's SYSENTER_CS):
+    // it parks CPU 1 in HLT with interrupts off, and hv-stub reports the CPU
+    // stopped. Back online, Linux starts it again with INIT and SIPI, and
+    // it takes per-CPU writes again.
+    let sysenter_cs = linux_value(&vm, ready, 0, SYSENTER_CS);
+    let from = vm.cursor();
+    assert_eq!(
+        debugger.on(0).write(SYSENTER_CS, HOTPLUG_OFFLINE | 1),
+        SUCCESS
+    );
+    vm.wait_from(from, LINUX_SEEN_TIMEOUT, |l| {
+        l.contains("LINUX OFFLINE 1 0")
+    })
+    .unwrap_or_else(|e| panic!("Linux did not take CPU 1 offline: {e}"));
+    let end = Instant::now() + LINUX_SEEN_TIMEOUT;
+    while debugger.switch(1) != BARRIER_OWNER_INACTIVE {
+        assert!(
+            Instant::now() < end,
+            "CPU 1 offline but still reported running: {:#?}",
+            &vm.lines()[vm.cursor().saturating_sub(30)..]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let from = vm.cursor();
+    assert_eq!(
+        debugger.on(0).write(SYSENTER_CS, HOTPLUG_ONLINE | 1),
+        SUCCESS
+    );
+    vm.wait_from(from, LINUX_SEEN_TIMEOUT, |l| l.contains("LINUX ONLINE 1 0"))
+        .unwrap_or_else(|e| panic!("Linux did not bring CPU 1 back: {e}"));
+    assert_eq!(debugger.switch(1), SUCCESS, "CPU 1 runs again");
+    let from = vm.cursor();
+    assert_eq!(debugger.write(SYSENTER_EIP, 0xFFFF_8000_0000_1E1B), SUCCESS);
+    linux_sees(&vm, from, 1, SYSENTER_EIP, 0xFFFF_8000_0000_1E1B);
+    assert_eq!(debugger.on(0).write(SYSENTER_CS, sysenter_cs), SUCCESS);
+
     // Linux's own values back, per CPU; it runs on.
     for cpu in 0..2u32 {
         let on = debugger.on(cpu.into());
         assert_eq!(on.write(SYSENTER_EIP, eip[cpu as usize]), SUCCESS);
         assert_eq!(on.write(SYSENTER_ESP, esp[cpu as usize]), SUCCESS);
     }
-    let from = vm.cursor();
     for cpu in 0..2 {
-        linux_sees(&vm, from, cpu, SYSENTER_ESP, esp[cpu as usize]);
+        linux_now_reads(&vm, cpu, SYSENTER_ESP, esp[cpu as usize]);
+        linux_now_reads(&vm, cpu, SYSENTER_EIP, eip[cpu as usize]);
     }
     println!("Linux on 2 CPUs: whole test {:.1?}", start.elapsed());
 }

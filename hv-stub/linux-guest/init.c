@@ -11,6 +11,13 @@
  *   LINUX READY                         first full sweep printed
  *   LINUX ALIVE <n>                     heartbeat, every ALIVE_EVERY sweeps
  *   LINUX FAIL <what> <errno>           setup failed (init keeps running)
+ *   LINUX OFFLINE <cpu> <0|errno>       CPU taken offline on request (below)
+ *   LINUX ONLINE <cpu> <0|errno>        CPU brought back online on request
+ *
+ * Requests from the debugger, through an MSR init watches anyway: when CPU
+ * 0's IA32_SYSENTER_CS (unused by a 64-bit kernel without 32-bit tasks)
+ * becomes HOTPLUG_OFFLINE | n, init takes CPU n offline (sysfs); when it
+ * becomes HOTPLUG_ONLINE | n, init brings CPU n back online.
  *
  * Kernel command-line words of the form pulse_loops=N reach init as
  * environment variables: pulse_loops = busy-loop rounds before READY (default 1).
@@ -41,6 +48,9 @@
 #define SWEEP_NS (5 * 1000 * 1000L)
 #define ALIVE_EVERY 10
 #define LOOP_ITERATIONS 10000000UL
+#define SYSENTER_CS 0x174
+#define HOTPLUG_OFFLINE 0xD0F00UL
+#define HOTPLUG_ONLINE 0xD0100UL
 
 /* MSRs whose value is the same whether the CPU is in kernel or user mode
  * when sampled (unlike FS/GS/KERNEL_GS base, which SWAPGS and context
@@ -189,6 +199,36 @@ static int open_cpus(void)
     return count;
 }
 
+/* Writes "0" or "1" to CPU n's sysfs online file; 0 or the errno. */
+static int set_online(int cpu, int online)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/online", cpu);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    int err = write(fd, online ? "1" : "0", 1) == 1 ? 0 : errno;
+    close(fd);
+    return err;
+}
+
+/* A hotplug request in CPU 0's SYSENTER_CS (see the top of this file). */
+static void hotplug(uint64_t sysenter_cs)
+{
+    static uint64_t done;
+    if (sysenter_cs == done)
+        return;
+    uint64_t kind = sysenter_cs & ~0xFFUL;
+    int cpu = (int)(sysenter_cs & 0xFF);
+    if (kind != HOTPLUG_OFFLINE && kind != HOTPLUG_ONLINE)
+        return;
+    done = sysenter_cs;
+    if (kind == HOTPLUG_OFFLINE)
+        report("LINUX OFFLINE %d %d", cpu, set_online(cpu, 0));
+    else
+        report("LINUX ONLINE %d %d", cpu, set_online(cpu, 1));
+}
+
 static void sweep(void)
 {
     for (int cpu = 0; cpu < MAX_CPUS; cpu++) {
@@ -201,6 +241,8 @@ static void sweep(void)
                 print_sample(cpu, watched[i], s);
                 *old = s;
             }
+            if (cpu == 0 && watched[i] == SYSENTER_CS && s.state == 0)
+                hotplug(s.value);
         }
     }
 }
@@ -211,6 +253,8 @@ int main(void)
     mkdir("/proc", 0555);
     mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
     mount("proc", "/proc", "proc", 0, NULL);
+    mkdir("/sys", 0555);
+    mount("sysfs", "/sys", "sysfs", 0, NULL);
     open_console();
     use_e9 = ioperm(0xE9, 1, 1) == 0;
     if (!use_e9)

@@ -111,6 +111,8 @@ const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 const CS_AR_L: u64 = 1 << 13;
 const COM1: core::ops::RangeInclusive<u16> = 0x3F8..=0x3FF;
+/// Guest activity state "HLT".
+pub const ACTIVITY_HLT: u64 = 1;
 
 /// The CR0/CR4 bits VMX operation fixes (IA32_VMX_CRn_FIXED0/1), as they
 /// apply to this guest (PE and PG are free with unrestricted guest).
@@ -185,6 +187,13 @@ impl Host {
             reason::INVD | reason::WBINVD => {
                 cpu::wbinvd();
                 skip_instruction();
+                Next::Resume
+            }
+            reason::HLT => {
+                // Executed for the guest: it halts in VMX non-root operation
+                // (run::note_parked sees whether it parked).
+                skip_instruction();
+                w(f::GUEST_ACTIVITY, ACTIVITY_HLT);
                 Next::Resume
             }
             reason::GETSEC => {

@@ -8,15 +8,12 @@ use core::ptr::addr_of_mut;
 
 use hv_stub::cpus::CpuState;
 
-use crate::exits::{FixedCrs, GuestRegs, Next};
+use crate::exits::{FixedCrs, GuestRegs, Next, ACTIVITY_HLT};
 use crate::hv::{fatal, GuestHas, GuestKind};
 use crate::link::{Link, PollPeriod};
 use crate::percpu::{self, MAX_CPUS};
 use crate::vmcs::{f, r, w};
 use crate::{cpu, mailbox, say, vmx};
-
-/// Guest activity state "HLT" (VMCS guest activity state field).
-const ACTIVITY_HLT: u64 = 1;
 
 /// Everything one processor's VM-exit handler needs.
 pub struct Host {
@@ -72,6 +69,7 @@ extern "C" fn hv_vmexit(regs: &mut GuestRegs) {
     let host = host(cpu);
     match host.on_exit(regs) {
         Next::Resume => {
+            note_parked(cpu);
             let mut busy = mailbox::take(cpu);
             if let Some(link) = host.link.as_mut() {
                 crate::smp::restart_reset_processors();
@@ -89,6 +87,19 @@ extern "C" fn hv_vmexit(regs: &mut GuestRegs) {
             }
         }
         Next::Stop => stop(host),
+    }
+}
+
+/// A guest halted with interrupts off has parked its processor (Linux's
+/// offline CPUs and stopped CPUs do that; only INIT or an NMI ends it): the
+/// debugger sees it stopped until it runs again.
+fn note_parked(cpu: usize) {
+    const RFLAGS_IF: u64 = 1 << 9;
+    let parked = r(f::GUEST_ACTIVITY) == ACTIVITY_HLT && r(f::GUEST_RFLAGS) & RFLAGS_IF == 0;
+    match (percpu::state(cpu), parked) {
+        (CpuState::Running, true) => percpu::set_state(cpu, CpuState::Stopped),
+        (CpuState::Stopped, false) => percpu::set_state(cpu, CpuState::Running),
+        _ => {}
     }
 }
 

@@ -145,7 +145,11 @@ impl Config {
         }
         let proc_wanted = match kind {
             GuestKind::Observer => PROC_USE_MSR_BITMAPS,
-            GuestKind::Linux => PROC_USE_MSR_BITMAPS | PROC_USE_IO_BITMAPS | PROC_SECONDARY,
+            // HLT exits: a processor whose OS parks it (HLT with interrupts
+            // off) is seen at once (run::note_parked).
+            GuestKind::Linux => {
+                PROC_USE_MSR_BITMAPS | PROC_USE_IO_BITMAPS | PROC_SECONDARY | PROC_HLT_EXITING
+            }
         };
         let proc = adjust_controls(IA32_VMX_TRUE_PROCBASED_CTLS, proc_wanted);
         let proc2 = if proc & PROC_SECONDARY != 0 {

@@ -108,6 +108,7 @@ pub mod reason {
 pub const PIN_NMI_EXITING: u32 = PinbasedControls::NMI_EXITING.bits();
 pub const PIN_PREEMPTION_TIMER: u32 = PinbasedControls::VMX_PREEMPTION_TIMER.bits();
 /// Primary processor-based controls.
+pub const PROC_HLT_EXITING: u32 = PrimaryControls::HLT_EXITING.bits();
 pub const PROC_USE_IO_BITMAPS: u32 = PrimaryControls::USE_IO_BITMAPS.bits();
 pub const PROC_USE_MSR_BITMAPS: u32 = PrimaryControls::USE_MSR_BITMAPS.bits();
 pub const PROC_SECONDARY: u32 = PrimaryControls::SECONDARY_CONTROLS.bits();
