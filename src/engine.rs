@@ -1,18 +1,19 @@
-//! The engine: one session with one debuggee over one transport.
+//! The engine: one session with one debuggee over one transport, with a
+//! window of requests in flight (module [`crate::pipeline`]).
 //!
-//! Stop-and-wait: a call takes the link, sends its request, and waits up to
-//! `request_timeout` for the matching response, resending the identical
-//! frame (same sequence number) up to `max_attempts` times. The debuggee
-//! answers a resend from its reply cache, so a write is never applied twice.
-//! Every call, including the wait for the link when other threads hold it,
-//! finishes within `request_timeout * max_attempts` plus scheduling slack.
+//! Every call, synchronous or asynchronous, is a request submitted to the
+//! pipeline: it is sent at once if the session's window has room, resent
+//! (the identical frame, same sequence number) when its answer is late, up
+//! to `max_attempts` sends `request_timeout` apart, and completes within
+//! `request_timeout * max_attempts` of its submission. The debuggee answers
+//! a resend from its kept answers, so a write is never applied twice, and
+//! runs requests in the order they were submitted. Threads overlap: none
+//! waits for another's round trip.
 //!
 //! Sessions (docs/PROTOCOL.md section 5): request `k` of a session has SEQ
 //! `base + k`. The engine opens a new session before `k` would pass
-//! `SESSION_REQUESTS`, and when the debuggee says `OutOfSequence` (a
-//! request that timed out never arrived, so the debuggee still expects it):
-//! the new session makes every frame of the old one inert, and the call
-//! goes on in it within the same budget.
+//! `SESSION_REQUESTS`, and after a request timed out (it may never have
+//! arrived, and the debuggee would hold later ones for it).
 //!
 //! With a key (docs/PROTOCOL.md section 9) the handshake is an AuthHello
 //! with a fresh nonce; the debuggee's AuthHelloAck must open with the keys
@@ -21,31 +22,64 @@
 //! downgrade). Every later frame is sealed; an answer that does not open is
 //! ignored like noise.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::any::Any;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-use pulse_proto::auth::{Direction, NONCE_LEN};
-use pulse_proto::message::{kind, Message, NakReason, WireStatus, ALL_CPUS};
-use pulse_proto::{
-    Decoder, FrameBuf, Psk, RawFrame, SessionKeys, NO_SESSION, PROTOCOL_VERSION, SESSION_REQUESTS,
-};
+use pulse_proto::message::{Message, WireStatus, ALL_CPUS};
+use pulse_proto::Psk;
 
 use crate::config::{EngineConfig, TransportSpec};
 use crate::error::{Error, MsrAccess, OnCpu};
-use crate::transport::{self, LinkError, Transport};
+use crate::pipeline::{Pipeline, PipelineStats, Ticket, Timing};
+use crate::transport::{self, Transport};
 
+/// An open link to a debuggee. Dropping it ends the link: requests still in
+/// flight fail with `ConnectionLost`.
 pub struct Engine {
-    link: Mutex<Link>,
-    request_timeout: Duration,
-    max_attempts: u32,
-    /// Set once the transport is lost; every later call fails at once.
-    lost: AtomicBool,
-    capabilities: u32,
+    shared: Arc<Shared>,
+}
+
+/// What the engine and the requests submitted through it share; a request
+/// may outlive its engine (and then fails with `AlreadyLost`).
+struct Shared {
+    pipeline: Pipeline,
     /// The CPU `write_msr`/`read_msr` act on; every thread shares it. It
     /// travels in each request, so a retransmission always means the CPU it
     /// was sent for.
     current_cpu: AtomicU8,
+    /// The in-process debuggee behind a `sim` link.
+    debuggee: Option<Box<dyn Any + Send + Sync>>,
+}
+
+/// A handle for submitting requests that does not keep the link open.
+#[derive(Clone)]
+pub struct Submitter {
+    shared: Arc<Shared>,
+}
+
+/// An MSR operation, as a request carries it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Operation {
+    /// WRMSR on the current CPU.
+    WriteMsr { msr: u32, value: u64 },
+    /// RDMSR on the current CPU.
+    ReadMsr { msr: u32 },
+    /// WRMSR on every running CPU, all or nothing.
+    WriteMsrAllCpus { msr: u32, value: u64 },
+}
+
+/// A submitted request: complete once the debuggee answered, or its budget
+/// ended, or the link was lost. Clones watch the same request; its outcome
+/// is taken once.
+#[derive(Clone)]
+pub struct Pending {
+    shared: Arc<Shared>,
+    ticket: Arc<Ticket>,
+    operation: Operation,
+    /// The CPU it was sent for (`ALL_CPUS` for every running one).
+    cpu: u8,
 }
 
 /// What `switch_cpu` did.
@@ -71,37 +105,8 @@ impl CpuInfo {
     }
 }
 
-struct Link {
-    transport: Box<dyn Transport>,
-    decoder: Decoder,
-    /// Random per engine; sent in every Hello.
-    nonce: u32,
-    /// With a key, every session is authenticated.
-    key: Option<Psk>,
-    /// `None` until a handshake succeeds, and again when a new one is due.
-    session: Option<Session>,
-    handshakes: u64,
-}
-
-#[derive(Clone, Copy)]
-struct Session {
-    id: u8,
-    /// The Hello's SEQ: request `k` carries `base + k`.
-    base: u16,
-    /// `k` of the next request (1 ..= SESSION_REQUESTS; beyond that the
-    /// session is used up).
-    next: u32,
-    /// An authenticated session's keys.
-    keys: Option<SessionKeys>,
-}
-
 /// Counters for diagnostics and tests.
-#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
-pub struct EngineStats {
-    pub decoder: pulse_proto::DecoderStats,
-    /// Sessions opened, the first one included.
-    pub handshakes: u64,
-}
+pub type EngineStats = PipelineStats;
 
 impl Engine {
     /// Opens the transport and performs the handshake.
@@ -146,63 +151,42 @@ impl Engine {
         key: Option<Psk>,
         deadline: Instant,
     ) -> Result<Engine, Error> {
-        let mut link = Link {
-            transport,
-            decoder: Decoder::new(),
-            nonce: crate::entropy::u64() as u32,
-            key,
-            session: None,
-            handshakes: 0,
+        let debuggee = transport.in_process_debuggee();
+        let timing = Timing {
+            per_attempt: request_timeout,
+            attempts: max_attempts,
         };
-        let capabilities = link.handshake(request_timeout, max_attempts, deadline)?;
+        let (pipeline, _hello_ack) = Pipeline::open(transport, timing, key, deadline)?;
         Ok(Engine {
-            link: Mutex::new(link),
-            request_timeout,
-            max_attempts,
-            lost: AtomicBool::new(false),
-            capabilities,
-            current_cpu: AtomicU8::new(0),
+            shared: Arc::new(Shared {
+                pipeline,
+                current_cpu: AtomicU8::new(0),
+                debuggee,
+            }),
         })
     }
 
     /// Writes `value` to `msr` on the current CPU as its guest will see it.
     pub fn write_msr(&self, msr: u32, value: u64) -> Result<(), Error> {
-        self.write_on(self.current_cpu.load(Ordering::Acquire), msr, value)
+        self.call(Operation::WriteMsr { msr, value }).map(|_| ())
     }
 
     /// Writes `value` to `msr` on every running CPU in one request, or on
     /// none if any of them refuses it.
     pub fn write_msr_all_cpus(&self, msr: u32, value: u64) -> Result<(), Error> {
-        self.write_on(ALL_CPUS, msr, value)
-    }
-
-    fn write_on(&self, cpu: u8, msr: u32, value: u64) -> Result<(), Error> {
-        match self.call(&Message::WriteMsr { cpu, msr, value })? {
-            Message::WriteAck { status } => {
-                wire_result(status, MsrAccess::Write { msr, value }, cpu)
-            }
-            _ => Err(Error::InvalidPacket(
-                "a WriteMsr was not answered by a WriteAck",
-            )),
-        }
+        self.call(Operation::WriteMsrAllCpus { msr, value })
+            .map(|_| ())
     }
 
     /// Reads what the current CPU's guest would read from `msr`.
     pub fn read_msr(&self, msr: u32) -> Result<u64, Error> {
-        let cpu = self.current_cpu.load(Ordering::Acquire);
-        match self.call(&Message::ReadMsr { cpu, msr })? {
-            Message::ReadAck { status, value } => {
-                wire_result(status, MsrAccess::Read { msr }, cpu).map(|_| value)
-            }
-            _ => Err(Error::InvalidPacket(
-                "a ReadMsr was not answered by a ReadAck",
-            )),
-        }
+        self.call(Operation::ReadMsr { msr })
     }
 
     /// The debuggee's processor count and which of them run, asked now.
     pub fn cpu_info(&self) -> Result<CpuInfo, Error> {
-        match self.call(&Message::CpuInfo)? {
+        let pipeline = &self.shared.pipeline;
+        match pipeline.finish(&pipeline.submit(Message::CpuInfo))? {
             Message::CpuInfoAck { count, running } if usize::from(count) <= 64 => Ok(CpuInfo {
                 count: count.into(),
                 running,
@@ -215,7 +199,7 @@ impl Engine {
 
     /// The CPU `write_msr`/`read_msr` act on (0 after `open`).
     pub fn current_cpu(&self) -> u64 {
-        self.current_cpu.load(Ordering::Acquire).into()
+        self.shared.current_cpu.load(Ordering::Acquire).into()
     }
 
     /// Makes `target` the current CPU: `BARRIER_NO_CPU` past the count,
@@ -236,49 +220,133 @@ impl Engine {
             return Err(Error::CpuInactive { cpu: target });
         }
         // `target < count <= 64`, so it fits the wire's byte.
-        self.current_cpu.store(target as u8, Ordering::Release);
+        self.shared
+            .current_cpu
+            .store(target as u8, Ordering::Release);
         Ok(Switched::Switched)
     }
 
     /// Capability bits the debuggee announced (`pulse_proto::message::caps`).
     pub fn capabilities(&self) -> u32 {
-        self.capabilities
+        self.shared.pipeline.capabilities()
     }
 
-    /// Runs `inspect` on the engine's transport (waiting for the link like
-    /// a call does, without a deadline): for tests and demos that look at
-    /// an in-process debuggee.
-    pub fn inspect_transport<R>(&self, inspect: impl FnOnce(&dyn Transport) -> R) -> R {
-        inspect(&*self.link.lock().transport)
+    /// The debuggee behind an in-process link (`sim`), for tests and demos.
+    pub fn in_process_debuggee(&self) -> Option<&(dyn Any + Send + Sync)> {
+        self.shared.debuggee.as_deref()
     }
 
     pub fn stats(&self) -> EngineStats {
-        let link = self.link.lock();
-        EngineStats {
-            decoder: link.decoder.stats(),
-            handshakes: link.handshakes,
+        self.shared.pipeline.stats()
+    }
+
+    /// A handle that submits requests on this engine; it does not keep the
+    /// link open (once the engine is dropped, submissions fail).
+    pub fn submitter(&self) -> Submitter {
+        Submitter {
+            shared: Arc::clone(&self.shared),
         }
     }
 
-    fn call(&self, request: &Message) -> Result<Message, Error> {
-        if self.lost.load(Ordering::Acquire) {
-            return Err(Error::AlreadyLost);
+    /// Submits `operation` and waits for its outcome: a read's value, 0
+    /// for a write.
+    fn call(&self, operation: Operation) -> Result<u64, Error> {
+        let pending = self.submitter().submit(operation);
+        let reply = self.shared.pipeline.finish(&pending.ticket)?;
+        pending.judge(reply)
+    }
+}
+
+impl Drop for Engine {
+    /// Ends the link; requests still in flight fail with `ConnectionLost`.
+    fn drop(&mut self) {
+        self.shared.pipeline.close();
+    }
+}
+
+impl Submitter {
+    /// Submits `operation` for the current CPU (for every running one with
+    /// [`Operation::WriteMsrAllCpus`]); it is sent at once if the window
+    /// has room. Requests run on the debuggee in submission order.
+    pub fn submit(&self, operation: Operation) -> Pending {
+        let current = self.shared.current_cpu.load(Ordering::Acquire);
+        let (cpu, request) = match operation {
+            Operation::WriteMsr { msr, value } => (
+                current,
+                Message::WriteMsr {
+                    cpu: current,
+                    msr,
+                    value,
+                },
+            ),
+            Operation::ReadMsr { msr } => (current, Message::ReadMsr { cpu: current, msr }),
+            Operation::WriteMsrAllCpus { msr, value } => (
+                ALL_CPUS,
+                Message::WriteMsr {
+                    cpu: ALL_CPUS,
+                    msr,
+                    value,
+                },
+            ),
+        };
+        Pending {
+            shared: Arc::clone(&self.shared),
+            ticket: self.shared.pipeline.submit(request),
+            operation,
+            cpu,
         }
-        let budget = self.request_timeout.saturating_mul(self.max_attempts);
-        let deadline = Instant::now() + budget;
-        let mut link = self
-            .link
-            .try_lock_until(deadline)
-            .ok_or(Error::EngineBusy { budget })?;
-        // Another thread may have lost the link while we waited for it.
-        if self.lost.load(Ordering::Acquire) {
-            return Err(Error::AlreadyLost);
+    }
+}
+
+impl Pending {
+    /// Whether the request has completed (one the I/O thread left pending
+    /// past its budget completes now, as timed out).
+    pub fn is_done(&self) -> bool {
+        self.shared.pipeline.expire_if_late(&self.ticket);
+        self.ticket.is_done()
+    }
+
+    /// Waits until the request completes or `until` passes; true if it
+    /// completed.
+    pub fn wait_until(&self, until: Instant) -> bool {
+        self.ticket.wait_until(until)
+    }
+
+    /// When the request's budget ends: it completes by then (plus
+    /// scheduling slack).
+    pub fn deadline(&self) -> Instant {
+        self.ticket.deadline()
+    }
+
+    pub fn operation(&self) -> Operation {
+        self.operation
+    }
+
+    /// The outcome of a completed request, as the synchronous call would
+    /// have returned it (a read's value; 0 for a write); `None` while it is
+    /// pending.
+    pub fn outcome(&self) -> Option<Result<u64, Error>> {
+        self.shared.pipeline.expire_if_late(&self.ticket);
+        Some(self.ticket.take()?.and_then(|reply| self.judge(reply)))
+    }
+
+    /// The answer's meaning for this request.
+    fn judge(&self, reply: Message) -> Result<u64, Error> {
+        match (self.operation, reply) {
+            (
+                Operation::WriteMsr { msr, value } | Operation::WriteMsrAllCpus { msr, value },
+                Message::WriteAck { status },
+            ) => wire_result(status, MsrAccess::Write { msr, value }, self.cpu).map(|_| 0),
+            (Operation::ReadMsr { msr }, Message::ReadAck { status, value }) => {
+                wire_result(status, MsrAccess::Read { msr }, self.cpu).map(|_| value)
+            }
+            (Operation::ReadMsr { .. }, _) => Err(Error::InvalidPacket(
+                "a ReadMsr was not answered by a ReadAck",
+            )),
+            _ => Err(Error::InvalidPacket(
+                "a WriteMsr was not answered by a WriteAck",
+            )),
         }
-        let result = link.request(request, self.request_timeout, self.max_attempts, deadline);
-        if matches!(&result, Err(e) if e.ends_the_link()) {
-            self.lost.store(true, Ordering::Release);
-        }
-        result
     }
 }
 
@@ -311,391 +379,5 @@ fn wire_result(status: WireStatus, access: MsrAccess, cpu: u8) -> Result<(), Err
             count: None,
         }),
         WireStatus::CpuInactive => Err(Error::CpuInactive { cpu: cpu.into() }),
-    }
-}
-
-/// What a received frame means for the outstanding request.
-enum Verdict {
-    /// Not ours (stale, another session, garbage that passed the CRC).
-    Ignore,
-    Answer(u8, Message),
-    Fail(Failure),
-}
-
-/// Why an exchange ended without an answer.
-#[derive(Debug)]
-enum Failure {
-    Error(Error),
-    /// The debuggee expects an earlier request of the session: open a new
-    /// session and go on in it.
-    OutOfSequence,
-}
-
-impl From<Error> for Failure {
-    fn from(error: Error) -> Self {
-        Failure::Error(error)
-    }
-}
-
-/// Sessions opened after an `OutOfSequence` within one call, at most: the
-/// debuggee cannot answer a fresh session's first request that way, so a
-/// second one means it is confused.
-const RESYNCS_PER_CALL: u32 = 2;
-
-impl Link {
-    /// Opens a new session; returns the debuggee's capabilities.
-    fn handshake(
-        &mut self,
-        per_attempt: Duration,
-        attempts: u32,
-        deadline: Instant,
-    ) -> Result<u32, Error> {
-        self.session = None;
-        self.handshakes += 1;
-        // A fresh random SEQ per Hello: its answer cannot be mistaken for an
-        // answer in an earlier session, nor its bytes for an earlier Hello.
-        let base = crate::entropy::u64() as u16;
-        let (hello, opening) = match self.key {
-            None => (
-                Message::Hello {
-                    version: PROTOCOL_VERSION,
-                    nonce: self.nonce,
-                },
-                Opening::Plain,
-            ),
-            Some(key) => {
-                let nonce = crate::entropy::nonce().ok_or_else(|| {
-                    Error::Internal("the OS gave no random numbers for the handshake".to_owned())
-                })?;
-                (
-                    Message::AuthHello {
-                        version: PROTOCOL_VERSION,
-                        nonce,
-                    },
-                    Opening::AuthHello { key, nonce },
-                )
-            }
-        };
-        let frame = hello.to_frame(NO_SESSION, base);
-        let reply = self.exchange(
-            &hello,
-            frame,
-            &opening,
-            NO_SESSION,
-            base,
-            per_attempt,
-            attempts,
-            deadline,
-        );
-        let (id, reply) = match reply {
-            Ok(answer) => answer,
-            // Silence: nobody runs hv-stub there, or it serves someone else.
-            Err(Failure::Error(Error::Timeout {
-                per_attempt,
-                attempts,
-            })) => {
-                return Err(Error::HandshakeUnanswered {
-                    per_attempt,
-                    attempts,
-                })
-            }
-            Err(Failure::Error(error)) => return Err(error),
-            Err(Failure::OutOfSequence) => {
-                return Err(Error::InvalidPacket(
-                    "a handshake was answered out of sequence",
-                ))
-            }
-        };
-        let (version, capabilities, keys) = match (reply, opening) {
-            (
-                Message::HelloAck {
-                    version,
-                    capabilities,
-                    ..
-                },
-                Opening::Plain,
-            ) => (version, capabilities, None),
-            (
-                Message::AuthHelloAck {
-                    nonce: debuggee_nonce,
-                    version,
-                    capabilities,
-                    ..
-                },
-                Opening::AuthHello { key, nonce },
-            ) => (
-                version,
-                capabilities,
-                Some(SessionKeys::derive(&key, &nonce, &debuggee_nonce)),
-            ),
-            _ => {
-                return Err(Error::InvalidPacket(
-                    "the handshake was not answered by a HelloAck",
-                ))
-            }
-        };
-        if version != PROTOCOL_VERSION {
-            return Err(Error::RevisionMismatch {
-                ours: PROTOCOL_VERSION,
-                theirs: Some(version),
-            });
-        }
-        if id == NO_SESSION {
-            return Err(Error::InvalidPacket("the HelloAck opened no session"));
-        }
-        self.session = Some(Session {
-            id,
-            base,
-            next: 1,
-            keys,
-        });
-        Ok(capabilities)
-    }
-
-    /// One request in the current session, opening a new session first when
-    /// none is usable.
-    fn request(
-        &mut self,
-        request: &Message,
-        per_attempt: Duration,
-        attempts: u32,
-        deadline: Instant,
-    ) -> Result<Message, Error> {
-        let mut resyncs = 0;
-        loop {
-            let session = match self.session {
-                Some(s) if s.next <= u32::from(SESSION_REQUESTS) => s,
-                _ => {
-                    self.handshake(per_attempt, attempts, deadline)?;
-                    self.session
-                        .expect("a handshake that succeeds opens a session")
-                }
-            };
-            // The SEQ is used up whatever happens: a request that times out
-            // may still arrive, so its SEQ never names another request.
-            self.session = Some(Session {
-                next: session.next + 1,
-                ..session
-            });
-            // `next <= SESSION_REQUESTS`, so k fits the wire's u16.
-            let k = session.next as u16;
-            let seq = session.base.wrapping_add(k);
-            let (frame, opening) = match session.keys {
-                None => (request.to_frame(session.id, seq), Opening::Plain),
-                Some(keys) => (
-                    keys.seal(Direction::ToDebuggee, request, session.id, seq, k),
-                    Opening::Sealed { keys, k },
-                ),
-            };
-            let answer = self.exchange(
-                request,
-                frame,
-                &opening,
-                session.id,
-                seq,
-                per_attempt,
-                attempts,
-                deadline,
-            );
-            match answer {
-                Ok((_, reply)) => return Ok(reply),
-                Err(Failure::Error(error @ Error::Timeout { .. })) => {
-                    // The request may never have arrived, and the debuggee
-                    // would hold every later one for it: the next request
-                    // goes into a new session, which makes this one inert.
-                    self.session = None;
-                    return Err(error);
-                }
-                Err(Failure::Error(error)) => return Err(error),
-                Err(Failure::OutOfSequence) => {
-                    self.session = None;
-                    resyncs += 1;
-                    if resyncs > RESYNCS_PER_CALL {
-                        return Err(Error::InvalidPacket(
-                            "the debuggee kept saying OutOfSequence in fresh sessions",
-                        ));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Sends `frame` (`request` as (`session`, `seq`)) and waits for its
-    /// answer, resending on silence. Returns the session the answer
-    /// carries and the answer.
-    #[allow(clippy::too_many_arguments)]
-    fn exchange(
-        &mut self,
-        request: &Message,
-        frame: FrameBuf,
-        opening: &Opening,
-        session: u8,
-        seq: u16,
-        per_attempt: Duration,
-        attempts: u32,
-        deadline: Instant,
-    ) -> Result<(u8, Message), Failure> {
-        let mut buf = [0u8; 256];
-        for _ in 0..attempts {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let attempt_deadline = (now + per_attempt).min(deadline);
-            match self.transport.send(frame.as_bytes(), attempt_deadline) {
-                Ok(()) => {}
-                Err(LinkError::TimedOut) => continue,
-                Err(e) => return Err(Error::from(e).into()),
-            }
-            loop {
-                // Frames are judged as the decoder completes them; nothing
-                // is allocated on this path.
-                let mut verdict = Verdict::Ignore;
-                let mut frames = 0usize;
-                let mut take = |f: RawFrame| {
-                    frames += 1;
-                    if let Verdict::Ignore = verdict {
-                        verdict = judge(session, request, seq, opening, &f);
-                    }
-                };
-                match self.transport.recv(&mut buf, attempt_deadline) {
-                    Ok(n) => self.decoder.feed(&buf[..n], &mut take),
-                    Err(LinkError::TimedOut) if self.decoder.pending() > 0 => {
-                        // Quiet line, bytes held: a stray start marker may be
-                        // hiding a complete answer behind it.
-                        self.decoder.resync(&mut take);
-                        if frames == 0 {
-                            break;
-                        }
-                    }
-                    Err(LinkError::TimedOut) => break,
-                    Err(e) => return Err(Error::from(e).into()),
-                }
-                match verdict {
-                    Verdict::Ignore => {}
-                    Verdict::Answer(session, message) => return Ok((session, message)),
-                    Verdict::Fail(failure) => return Err(failure),
-                }
-            }
-        }
-        Err(Error::Timeout {
-            per_attempt,
-            attempts,
-        }
-        .into())
-    }
-}
-
-/// How the answers to the outstanding request are protected.
-enum Opening {
-    /// The unauthenticated protocol.
-    Plain,
-    /// An AuthHello with the client's `nonce`: the AuthHelloAck must open
-    /// with the keys derived from it and the debuggee's nonce.
-    AuthHello { key: Psk, nonce: [u8; NONCE_LEN] },
-    /// A request of an authenticated session at position `k`.
-    Sealed { keys: SessionKeys, k: u16 },
-}
-
-/// What `frame` means for the outstanding `request` (sent as `seq` in
-/// `session`).
-fn judge(session: u8, request: &Message, seq: u16, opening: &Opening, frame: &RawFrame) -> Verdict {
-    let hello = matches!(request, Message::Hello { .. } | Message::AuthHello { .. });
-    let expected = request.kind() | kind::RESPONSE_BIT;
-    if frame.seq != seq {
-        return Verdict::Ignore;
-    }
-    // A HelloAck carries the new session; everything else echoes ours.
-    let session_ok = frame.session == session || (hello && frame.kind == expected);
-    if !session_ok {
-        return Verdict::Ignore;
-    }
-    let opened;
-    let frame = match opening {
-        Opening::Plain => frame,
-        Opening::Sealed { keys, k } => match keys.open(Direction::ToClient, frame, *k) {
-            Some(plain) => {
-                opened = plain;
-                &opened
-            }
-            // Forged, altered or replayed: not an answer.
-            None => return Verdict::Ignore,
-        },
-        Opening::AuthHello { key, nonce } => return judge_auth_hello(key, nonce, frame),
-    };
-    match Message::parse(frame) {
-        Ok(Message::Nak { reason }) => Verdict::Fail(match reason {
-            // Our session is gone: the debuggee restarted, or another
-            // client's handshake replaced it.
-            NakReason::BadSession => Error::SessionUnknown.into(),
-            NakReason::SessionTakenOver => Error::SessionTakenOver.into(),
-            NakReason::UnsupportedVersion => unsupported_version().into(),
-            NakReason::UnknownType => {
-                Error::InvalidPacket("the debuggee does not know this request type").into()
-            }
-            NakReason::BadPayload => {
-                Error::InvalidPacket("the debuggee found the request's payload malformed").into()
-            }
-            NakReason::OutOfSequence if !hello => Failure::OutOfSequence,
-            NakReason::OutOfSequence => {
-                Error::InvalidPacket("a handshake was answered out of sequence").into()
-            }
-            NakReason::AuthRequired => Error::AccessDenied(KEY_REQUIRED).into(),
-            NakReason::AuthUnavailable => Error::AccessDenied(NO_AUTH_ON_OFFER).into(),
-        }),
-        Ok(message) if frame.kind == expected => Verdict::Answer(frame.session, message),
-        // Our id on a frame that is not our answer: the peer is confused.
-        Ok(_) => Verdict::Fail(
-            Error::InvalidPacket("the debuggee answered with another kind of message").into(),
-        ),
-        Err(_) => Verdict::Fail(Error::InvalidPacket("the answer does not parse").into()),
-    }
-}
-
-/// The answer to an AuthHello (SEQ and session already match): an
-/// AuthHelloAck that opens proves the debuggee holds our key; one that does
-/// not, or any refusal, is `ACCESS_DENIED` (a client with a key never
-/// settles for less).
-fn judge_auth_hello(key: &Psk, nonce: &[u8; NONCE_LEN], frame: &RawFrame) -> Verdict {
-    if frame.kind == kind::AUTH_HELLO_ACK {
-        let mut debuggee_nonce = [0u8; NONCE_LEN];
-        if frame.payload().len() >= NONCE_LEN {
-            debuggee_nonce.copy_from_slice(&frame.payload()[..NONCE_LEN]);
-        }
-        let keys = SessionKeys::derive(key, nonce, &debuggee_nonce);
-        return match keys
-            .open(Direction::ToClient, frame, 0)
-            .map(|f| Message::parse(&f))
-        {
-            Some(Ok(message)) => Verdict::Answer(frame.session, message),
-            // The debuggee does not hold our key.
-            None => Verdict::Fail(Error::AccessDenied(KEY_MISMATCH).into()),
-            Some(Err(_)) => Verdict::Fail(
-                Error::InvalidPacket("the authenticated handshake answer does not parse").into(),
-            ),
-        };
-    }
-    match Message::parse(frame) {
-        Ok(Message::Nak {
-            reason: NakReason::UnsupportedVersion,
-        }) => Verdict::Fail(unsupported_version().into()),
-        // AuthUnavailable, or a debuggee that does not know AuthHello at
-        // all: no authentication on offer.
-        Ok(Message::Nak { .. }) => Verdict::Fail(Error::AccessDenied(NO_AUTH_ON_OFFER).into()),
-        _ => Verdict::Ignore,
-    }
-}
-
-/// Why an authenticated link was refused.
-const KEY_REQUIRED: &str = "the debuggee holds a key and this engine has none";
-const KEY_MISMATCH: &str = "the debuggee does not hold this engine's key";
-const NO_AUTH_ON_OFFER: &str =
-    "this engine has a key and the debuggee offers no authentication (no fallback to an unauthenticated link)";
-
-/// The debuggee refused our protocol version without naming its own.
-fn unsupported_version() -> Error {
-    Error::RevisionMismatch {
-        ours: PROTOCOL_VERSION,
-        theirs: None,
     }
 }

@@ -75,9 +75,6 @@ pub enum Error {
         per_attempt: Duration,
         attempts: u32,
     },
-    /// Other threads held the engine for the whole budget of this call.
-    #[error("the engine was busy with other threads' calls for this call's whole budget of {}", ms(.budget))]
-    EngineBusy { budget: Duration },
     /// The transport reported a timeout of its own.
     #[error("the transport timed out")]
     LinkTimedOut,
@@ -137,6 +134,89 @@ impl PartialEq for Error {
 }
 
 impl Error {
+    /// The same failure again, for each of several requests it ends (an
+    /// `io::Error` cannot be cloned: its copy keeps its kind and text).
+    pub fn duplicate(&self) -> Error {
+        let io = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
+        match self {
+            Error::InvalidArgument(s) => Error::InvalidArgument(s.clone()),
+            Error::MalformedTransport { spec, problem } => Error::MalformedTransport {
+                spec: spec.clone(),
+                problem: problem.clone(),
+            },
+            Error::NoSuchDevice { device, reason } => Error::NoSuchDevice {
+                device: device.clone(),
+                reason: io(reason),
+            },
+            Error::DeviceBusy { device, reason } => Error::DeviceBusy {
+                device: device.clone(),
+                reason: io(reason),
+            },
+            Error::HostNotFound { host, reason } => Error::HostNotFound {
+                host: host.clone(),
+                reason: reason.clone(),
+            },
+            Error::Unreachable { address, reason } => Error::Unreachable {
+                address: address.clone(),
+                reason: io(reason),
+            },
+            Error::DevicePermission { target, reason } => Error::DevicePermission {
+                target: target.clone(),
+                reason: io(reason),
+            },
+            Error::OutOfResources { doing, reason } => Error::OutOfResources {
+                doing: doing.clone(),
+                reason: io(reason),
+            },
+            Error::OutOfMemory => Error::OutOfMemory,
+            Error::ConnectionRefused { address, reason } => Error::ConnectionRefused {
+                address: address.clone(),
+                reason: io(reason),
+            },
+            Error::ConnectTimeout { target, budget } => Error::ConnectTimeout {
+                target: target.clone(),
+                budget: *budget,
+            },
+            Error::HandshakeUnanswered {
+                per_attempt,
+                attempts,
+            } => Error::HandshakeUnanswered {
+                per_attempt: *per_attempt,
+                attempts: *attempts,
+            },
+            Error::Timeout {
+                per_attempt,
+                attempts,
+            } => Error::Timeout {
+                per_attempt: *per_attempt,
+                attempts: *attempts,
+            },
+            Error::LinkTimedOut => Error::LinkTimedOut,
+            Error::ConnectionLost(e) => Error::ConnectionLost(io(e)),
+            Error::AlreadyLost => Error::AlreadyLost,
+            Error::SessionTakenOver => Error::SessionTakenOver,
+            Error::SessionUnknown => Error::SessionUnknown,
+            Error::ReadFailed(e) => Error::ReadFailed(io(e)),
+            Error::WriteFailed(e) => Error::WriteFailed(io(e)),
+            Error::InvalidPacket(s) => Error::InvalidPacket(s),
+            Error::RevisionMismatch { ours, theirs } => Error::RevisionMismatch {
+                ours: *ours,
+                theirs: *theirs,
+            },
+            Error::AccessDenied(s) => Error::AccessDenied(s),
+            Error::GeneralProtection { access, on } => Error::GeneralProtection {
+                access: *access,
+                on: *on,
+            },
+            Error::NoCpu { cpu, count } => Error::NoCpu {
+                cpu: *cpu,
+                count: *count,
+            },
+            Error::CpuInactive { cpu } => Error::CpuInactive { cpu: *cpu },
+            Error::Internal(s) => Error::Internal(s.clone()),
+        }
+    }
+
     /// The link to the debuggee is gone for good: every later call on the
     /// engine fails at once.
     pub fn ends_the_link(&self) -> bool {

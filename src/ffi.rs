@@ -69,7 +69,6 @@ pub fn status_of(error: &Error) -> PulseStatus {
         Error::ConnectTimeout { .. }
         | Error::HandshakeUnanswered { .. }
         | Error::Timeout { .. }
-        | Error::EngineBusy { .. }
         | Error::LinkTimedOut => PulseStatus::TIMEOUT,
         Error::ConnectionLost(_)
         | Error::AlreadyLost

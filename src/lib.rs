@@ -15,6 +15,7 @@ pub mod engine;
 mod entropy;
 pub mod error;
 pub mod ffi;
+pub mod pipeline;
 pub mod status;
 #[doc(hidden)]
 pub mod sys;

@@ -61,11 +61,27 @@ pub trait Transport: Send {
     /// Waits until some bytes arrive (returns how many, never 0) or the
     /// deadline passes (`TimedOut`).
     fn recv(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, LinkError>;
-    /// A debuggee that runs inside this process behind the transport, for
-    /// inspection by tests and demos (`None` for a real link).
-    fn in_process_debuggee(&self) -> Option<&dyn Any> {
+    /// A second handle on the link that sends from other threads while one
+    /// thread waits in `recv` on this one (a duplicated descriptor, a
+    /// shared pipe). `None` if the link has none: sends and receives then
+    /// take turns, in short slices.
+    fn sender(&self) -> Option<Box<dyn Sender>> {
         None
     }
+    /// A debuggee that runs inside this process behind the transport, for
+    /// inspection by tests and demos (`None` for a real link).
+    fn in_process_debuggee(&self) -> Option<Box<dyn Any + Send + Sync>> {
+        None
+    }
+}
+
+/// The sending handle of a [`Transport`], see [`Transport::sender`].
+pub trait Sender: Send {
+    /// Sends all of `bytes`, or fails.
+    fn send(&mut self, bytes: &[u8], deadline: Instant) -> Result<(), LinkError>;
+    /// Closes the link: a `recv` waiting on the transport returns soon
+    /// (the engine is going away).
+    fn close(&mut self);
 }
 
 impl From<LinkError> for Error {

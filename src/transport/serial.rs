@@ -2,16 +2,24 @@
 //! the serialport crate, 8N1, no flow control.
 
 use std::io::{self, Read, Write};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serialport::{ClearBuffer, SerialPort, TTYPort};
 
-use super::{remaining, LinkError, Transport};
+use super::{remaining, LinkError, Sender, Transport};
 use crate::error::Error;
 
 pub struct SerialTransport {
     port: TTYPort,
+    /// Set by the sending handle's `close`: a tty wait cannot be woken from
+    /// another descriptor, so `recv` waits in slices and checks it.
+    closed: Arc<AtomicBool>,
 }
+
+/// How long a `recv` waits before it looks at `closed` again.
+const CLOSE_CHECK: Duration = Duration::from_millis(20);
 
 impl SerialTransport {
     pub fn open(device: &str, baud: u32) -> Result<Self, Error> {
@@ -24,7 +32,10 @@ impl SerialTransport {
             .map_err(|e| open_failure(device, &e))?;
         // Bytes queued before we opened belong to nobody's request.
         let _ = port.clear(ClearBuffer::All);
-        Ok(SerialTransport { port })
+        Ok(SerialTransport {
+            port,
+            closed: Arc::new(AtomicBool::new(false)),
+        })
     }
 }
 
@@ -77,31 +88,62 @@ fn open_failure(device: &str, e: &serialport::Error) -> Error {
     }
 }
 
-impl Transport for SerialTransport {
-    fn send(&mut self, mut bytes: &[u8], deadline: Instant) -> Result<(), LinkError> {
-        while !bytes.is_empty() {
-            let left = remaining(deadline)?;
-            self.port
-                .set_timeout(left)
-                .map_err(|e| LinkError::WriteFailed(e.into()))?;
-            match self.port.write(bytes) {
-                Ok(0) => {
-                    return Err(LinkError::Lost(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "the serial device accepts no more bytes",
-                    )))
-                }
-                Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(LinkError::from_write(e)),
+/// Writes all of `bytes` to `port` by `deadline`.
+fn send_all(port: &mut TTYPort, mut bytes: &[u8], deadline: Instant) -> Result<(), LinkError> {
+    while !bytes.is_empty() {
+        let left = remaining(deadline)?;
+        port.set_timeout(left)
+            .map_err(|e| LinkError::WriteFailed(e.into()))?;
+        match port.write(bytes) {
+            Ok(0) => {
+                return Err(LinkError::Lost(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the serial device accepts no more bytes",
+                )))
             }
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(LinkError::from_write(e)),
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+/// A second descriptor of the same device, for sending.
+struct SerialSender {
+    port: TTYPort,
+    closed: Arc<AtomicBool>,
+}
+
+impl Sender for SerialSender {
+    fn send(&mut self, bytes: &[u8], deadline: Instant) -> Result<(), LinkError> {
+        send_all(&mut self.port, bytes, deadline)
+    }
+
+    fn close(&mut self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+impl Transport for SerialTransport {
+    fn sender(&self) -> Option<Box<dyn Sender>> {
+        let port = self.port.try_clone_native().ok()?;
+        Some(Box::new(SerialSender {
+            port,
+            closed: Arc::clone(&self.closed),
+        }))
+    }
+
+    fn send(&mut self, bytes: &[u8], deadline: Instant) -> Result<(), LinkError> {
+        send_all(&mut self.port, bytes, deadline)
     }
 
     fn recv(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, LinkError> {
         loop {
-            let left = remaining(deadline)?;
+            if self.closed.load(Ordering::Acquire) {
+                return Err(LinkError::Lost(io::Error::other("the link was closed")));
+            }
+            let left = remaining(deadline)?.min(CLOSE_CHECK);
             self.port
                 .set_timeout(left)
                 .map_err(|e| LinkError::ReadFailed(e.into()))?;
@@ -115,7 +157,11 @@ impl Transport for SerialTransport {
                 }
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(LinkError::from_read(e)),
+                Err(e) => match LinkError::from_read(e) {
+                    // A slice ended, not the wait.
+                    LinkError::TimedOut if Instant::now() < deadline => continue,
+                    other => return Err(other),
+                },
             }
         }
     }

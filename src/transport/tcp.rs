@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::{remaining, LinkError, Transport};
+use super::{remaining, LinkError, Sender, Transport};
 use crate::error::Error;
 use crate::sys::{self, Ready};
 
@@ -119,28 +119,55 @@ fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Option<Vec<Socket
     }
 }
 
-impl Transport for TcpTransport {
-    fn send(&mut self, mut bytes: &[u8], deadline: Instant) -> Result<(), LinkError> {
-        while !bytes.is_empty() {
-            match self.stream.write(bytes) {
-                Ok(0) => {
-                    return Err(LinkError::Lost(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "the debuggee accepts no more bytes",
-                    )))
-                }
-                Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !sys::wait_fd(self.stream.as_raw_fd(), Ready::Writable, deadline)
-                        .map_err(LinkError::WriteFailed)?
-                    {
-                        return Err(LinkError::TimedOut);
-                    }
-                }
-                Err(e) => return Err(LinkError::from_write(e)),
+/// Sends all of `bytes` on the non-blocking `stream` by `deadline`.
+fn send_all(stream: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> Result<(), LinkError> {
+    while !bytes.is_empty() {
+        match stream.write(bytes) {
+            Ok(0) => {
+                return Err(LinkError::Lost(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the debuggee accepts no more bytes",
+                )))
             }
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !sys::wait_fd(stream.as_raw_fd(), Ready::Writable, deadline)
+                    .map_err(LinkError::WriteFailed)?
+                {
+                    return Err(LinkError::TimedOut);
+                }
+            }
+            Err(e) => return Err(LinkError::from_write(e)),
         }
+    }
+    Ok(())
+}
+
+/// A second descriptor of the same connection, for sending.
+struct TcpSender {
+    stream: TcpStream,
+}
+
+impl Sender for TcpSender {
+    fn send(&mut self, bytes: &[u8], deadline: Instant) -> Result<(), LinkError> {
+        send_all(&mut self.stream, bytes, deadline)
+    }
+
+    fn close(&mut self) {
+        // Wakes the receiving descriptor's wait with an end of file.
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Transport for TcpTransport {
+    fn sender(&self) -> Option<Box<dyn Sender>> {
+        let stream = self.stream.try_clone().ok()?;
+        Some(Box::new(TcpSender { stream }))
+    }
+
+    fn send(&mut self, bytes: &[u8], deadline: Instant) -> Result<(), LinkError> {
+        send_all(&mut self.stream, bytes, deadline)?;
         self.read_since_send = false;
         Ok(())
     }

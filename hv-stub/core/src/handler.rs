@@ -66,6 +66,12 @@ pub struct HandlerStats {
     /// Requests that arrived ahead of an earlier one and were held until it
     /// came (each executed once, in order, when its turn came).
     pub held: u64,
+    /// Held requests whose turn never came: their session was replaced
+    /// first (none of them was executed).
+    pub held_discarded: u64,
+    /// Requests refused because their session is not the current one
+    /// (`BadSession`, `SessionTakenOver`); none of them was executed.
+    pub other_session: u64,
     /// CRC-valid frames that are not requests (e.g. echoed responses).
     pub ignored: u64,
     /// Partial frames discarded by [`Stub::line_idle`].
@@ -127,6 +133,14 @@ impl Window {
             answered: [None; W],
             held: [None; W],
         }
+    }
+
+    /// Empties the window for a new session; returns how many held
+    /// requests it dropped.
+    fn reset(&mut self) -> u64 {
+        let held = self.held.iter().flatten().count() as u64;
+        *self = Window::new();
+        held
     }
 
     /// The kept answer of request `k`, if it is still kept.
@@ -377,6 +391,7 @@ impl<P: Processors> Stub<P> {
                 } else {
                     NakReason::BadSession
                 };
+            self.stats.other_session += 1;
             let nak = self.nak(frame, reason);
             return send(nak.as_bytes());
         };
@@ -573,7 +588,7 @@ impl<P: Processors> Stub<P> {
             keys: None,
             handshake: 0,
         });
-        self.window = Window::new();
+        self.stats.held_discarded += self.window.reset();
         Some(hello.response)
     }
 
@@ -662,6 +677,7 @@ impl<P: Processors> Stub<P> {
                 // Positions from `next` on were never answered in that
                 // session, so this nonce seals nothing else.
                 self.stats.naks += 1;
+                self.stats.other_session += 1;
                 let nak = Message::Nak {
                     reason: NakReason::SessionTakenOver,
                 };
@@ -676,7 +692,7 @@ impl<P: Processors> Stub<P> {
                     self.replaced = Some(previous);
                 }
                 self.session = self.pending.take();
-                self.window = Window::new();
+                self.stats.held_discarded += self.window.reset();
                 self.stats.handshakes += 1;
             }
             Which::Current => {}
