@@ -24,6 +24,8 @@
 #define PULSE_STATUS_SUCCESS                       0x00000000
 /* not an error: the CPU `PsSwitchCpu` named already is the current one */
 #define PULSE_STATUS_BARRIER_ALREADY_OWNED         0x00000021
+/* not an error: the request is submitted and not completed yet */
+#define PULSE_STATUS_PENDING                       0x00000103
 /* memory or another resource (file descriptors) ran out */
 #define PULSE_STATUS_INSUFFICIENT_RESOURCES        0xC0000002
 /* transport communication failed during a read operation */
@@ -50,6 +52,10 @@
 #define PULSE_STATUS_REVISION_MISMATCH             0xC0000059
 /* internal error in libpulse (a caught panic): a bug, please report it */
 #define PULSE_STATUS_INTERNAL_ERROR                0xC00000E5
+/* no operation is assigned to the request, or it was not submitted */
+#define PULSE_STATUS_REQUEST_NOT_INITIALIZED       0xC0000402
+/* the request is submitted and not completed: it cannot be changed, resubmitted or destroyed */
+#define PULSE_STATUS_REQUEST_BUSY                  0xC0000403
 /* the debuggee's TCP endpoint refused the connection */
 #define PULSE_STATUS_CONNECTION_REFUSED            0xC0000236
 /* the connection to the transport was lost (EOF, reset, hang-up, or the debuggee restarted); recreate the engine */
@@ -62,6 +68,11 @@
  * An engine: one session with one debuggee over one transport. Opaque.
  */
 typedef struct PS_ENGINE PS_ENGINE;
+
+/**
+ * An asynchronous request on an engine. Opaque.
+ */
+typedef struct PS_REQUEST PS_REQUEST;
 
 /**
  * A status code: `PULSE_STATUS_SUCCESS` (0), an informational code that
@@ -106,6 +117,11 @@ typedef struct PS_ENGINE_CONFIG {
  * A handle to an engine, from `EngCreateEngine`.
  */
 typedef struct PS_ENGINE *PPS_ENGINE;
+
+/**
+ * A handle to a request, from `PsRequestCreate`.
+ */
+typedef struct PS_REQUEST *PPS_REQUEST;
 
 #ifdef __cplusplus
 extern "C" {
@@ -322,6 +338,140 @@ PULSE_STATUS PsGetLastErrorMessage(char *pBuffer,
 PULSE_STATUS PsGetVersion(uint32_t *pMajor,
                           uint32_t *pMinor,
                           uint32_t *pPatch);
+
+/**
+ * Creates an idle request on an engine, with no operation assigned.
+ *
+ * Returns `PULSE_STATUS_SUCCESS` and stores the handle in `*ppRequest`, or
+ * `PULSE_STATUS_INVALID_PARAMETER` (a NULL pointer),
+ * `PULSE_STATUS_INSUFFICIENT_RESOURCES`. `*ppRequest` is written only on
+ * success. Destroy it with `PsRequestDestroy`; it may outlive its engine
+ * (it then completes, or fails to submit, with
+ * `PULSE_STATUS_DEVICE_CONNECTION_LOST`).
+ *
+ * # Safety
+ * `pEngine` must be NULL or a live handle from `EngCreateEngine`;
+ * `ppRequest` must be NULL or writable.
+ */
+PULSE_STATUS PsRequestCreate(PPS_ENGINE pEngine,
+                             PPS_REQUEST *ppRequest);
+
+/**
+ * Destroys a request that is not busy.
+ *
+ * Returns `PULSE_STATUS_SUCCESS`, `PULSE_STATUS_REQUEST_BUSY` (submitted
+ * and not completed: the request stays; wait for it first), or
+ * `PULSE_STATUS_INVALID_PARAMETER` (`pRequest` is NULL).
+ *
+ * # Safety
+ * `pRequest` must be NULL or a live handle from `PsRequestCreate`, and no
+ * other thread may be using it.
+ */
+PULSE_STATUS PsRequestDestroy(PPS_REQUEST pRequest);
+
+/**
+ * Assigns a write to the request: `MsrValue` to `MsrNumber` on the
+ * engine's current CPU at the time of `PsRequestSubmit`, as `PsWriteMsr`.
+ *
+ * Returns `PULSE_STATUS_SUCCESS`, `PULSE_STATUS_REQUEST_BUSY` (nothing
+ * changes), or `PULSE_STATUS_INVALID_PARAMETER` (`pRequest` is NULL).
+ *
+ * # Safety
+ * `pRequest` must be NULL or a live handle from `PsRequestCreate`.
+ */
+PULSE_STATUS PsRequestWriteMsr(PPS_REQUEST pRequest,
+                               uint32_t MsrNumber,
+                               uint64_t MsrValue);
+
+/**
+ * Assigns a read to the request: `MsrNumber` on the engine's current CPU
+ * at the time of `PsRequestSubmit`, as `PsReadMsr`.
+ *
+ * Returns `PULSE_STATUS_SUCCESS`, `PULSE_STATUS_REQUEST_BUSY` (nothing
+ * changes), or `PULSE_STATUS_INVALID_PARAMETER` (`pRequest` is NULL).
+ *
+ * # Safety
+ * `pRequest` must be NULL or a live handle from `PsRequestCreate`.
+ */
+PULSE_STATUS PsRequestReadMsr(PPS_REQUEST pRequest,
+                              uint32_t MsrNumber);
+
+/**
+ * Submits the request's operation and returns at once; the request is
+ * busy until it completes, within `RequestTimeoutMs × MaxAttempts` of now.
+ * Requests submitted on one engine (and synchronous calls) run on the
+ * debuggee in submission order, each exactly once. A completed request
+ * may be submitted again (its operation runs again) or reassigned first.
+ *
+ * Returns `PULSE_STATUS_SUCCESS`, `PULSE_STATUS_REQUEST_NOT_INITIALIZED`
+ * (no operation assigned), `PULSE_STATUS_REQUEST_BUSY`,
+ * `PULSE_STATUS_INVALID_PARAMETER` (`pRequest` is NULL), or what a
+ * synchronous call would return for a link that cannot send
+ * (`PULSE_STATUS_DEVICE_CONNECTION_LOST`); on a failure the request is
+ * not busy.
+ *
+ * # Safety
+ * `pRequest` must be NULL or a live handle from `PsRequestCreate`.
+ */
+PULSE_STATUS PsRequestSubmit(PPS_REQUEST pRequest);
+
+/**
+ * Waits until the submitted request completes, for at most `TimeoutMs`
+ * milliseconds (`0xFFFFFFFF`: until it completes, which it does within its
+ * own budget).
+ *
+ * Returns `PULSE_STATUS_SUCCESS` (completed: `PsRequestGetStatus` gives its
+ * outcome), `PULSE_STATUS_TIMEOUT` (`TimeoutMs` passed first; the request
+ * stays busy and still completes within its own budget),
+ * `PULSE_STATUS_REQUEST_NOT_INITIALIZED` (never submitted), or
+ * `PULSE_STATUS_INVALID_PARAMETER` (`pRequest` is NULL).
+ *
+ * # Safety
+ * `pRequest` must be NULL or a live handle from `PsRequestCreate`.
+ */
+PULSE_STATUS PsRequestWait(PPS_REQUEST pRequest,
+                           uint32_t TimeoutMs);
+
+/**
+ * The request's status: `PULSE_STATUS_PENDING` while it is busy, then
+ * exactly the status the synchronous `PsWriteMsr` or `PsReadMsr` would
+ * have returned (its text is what `PsGetLastErrorMessage` gives after
+ * this call).
+ *
+ * Also returns `PULSE_STATUS_REQUEST_NOT_INITIALIZED` (never submitted) or
+ * `PULSE_STATUS_INVALID_PARAMETER` (`pRequest` is NULL).
+ *
+ * # Safety
+ * `pRequest` must be NULL or a live handle from `PsRequestCreate`.
+ */
+PULSE_STATUS PsRequestGetStatus(PPS_REQUEST pRequest);
+
+/**
+ * The value a completed read returned.
+ *
+ * Returns `PULSE_STATUS_SUCCESS` and stores it in `*pMsrValue`,
+ * `PULSE_STATUS_REQUEST_BUSY`, or `PULSE_STATUS_INVALID_PARAMETER` (a NULL
+ * pointer, or the request is not a read that completed with
+ * `PULSE_STATUS_SUCCESS`). `*pMsrValue` is written only on success.
+ *
+ * # Safety
+ * `pRequest` must be NULL or a live handle from `PsRequestCreate`;
+ * `pMsrValue` must be NULL or writable.
+ */
+PULSE_STATUS PsRequestGetMsrValue(PPS_REQUEST pRequest,
+                                  uint64_t *pMsrValue);
+
+/**
+ * Submits the request and waits for it: `PsRequestSubmit`, then
+ * `PsRequestWait` until it completes, then `PsRequestGetStatus`.
+ *
+ * Returns the request's status as `PsRequestGetStatus` does, or the
+ * failure of `PsRequestSubmit`.
+ *
+ * # Safety
+ * `pRequest` must be NULL or a live handle from `PsRequestCreate`.
+ */
+PULSE_STATUS PsRequestExecute(PPS_REQUEST pRequest);
 
 #ifdef __cplusplus
 }  // extern "C"

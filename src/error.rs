@@ -75,6 +75,13 @@ pub enum Error {
         per_attempt: Duration,
         attempts: u32,
     },
+    /// `PsRequestWait`'s own time ran out before the request completed.
+    #[error(
+        "the request did not complete within the wait's {}; it is still in flight and \
+         completes within its own budget",
+        ms(.waited)
+    )]
+    WaitTimedOut { waited: Duration },
     /// The transport reported a timeout of its own.
     #[error("the transport timed out")]
     LinkTimedOut,
@@ -191,6 +198,7 @@ impl Error {
                 per_attempt: *per_attempt,
                 attempts: *attempts,
             },
+            Error::WaitTimedOut { waited } => Error::WaitTimedOut { waited: *waited },
             Error::LinkTimedOut => Error::LinkTimedOut,
             Error::ConnectionLost(e) => Error::ConnectionLost(io(e)),
             Error::AlreadyLost => Error::AlreadyLost,

@@ -15,6 +15,9 @@ use crate::engine::{Engine, Switched};
 use crate::error::Error;
 use crate::status::Status as PulseStatus;
 
+mod request;
+pub use request::*;
+
 /// A status code: `PULSE_STATUS_SUCCESS` (0), an informational code that
 /// is not an error (`PULSE_STATUS_BARRIER_ALREADY_OWNED`, 0x00000021), or
 /// one of the `PULSE_STATUS_...` failure codes (0xC...) defined above.
@@ -69,6 +72,7 @@ pub fn status_of(error: &Error) -> PulseStatus {
         Error::ConnectTimeout { .. }
         | Error::HandshakeUnanswered { .. }
         | Error::Timeout { .. }
+        | Error::WaitTimedOut { .. }
         | Error::LinkTimedOut => PulseStatus::TIMEOUT,
         Error::ConnectionLost(_)
         | Error::AlreadyLost

@@ -49,6 +49,9 @@ statuses! {
     SUCCESS = 0x0000_0000, "the operation succeeded";
     /// Not an error: `PsSwitchCpu` named the CPU that already is the current one.
     BARRIER_ALREADY_OWNED = 0x0000_0021, "not an error: the CPU `PsSwitchCpu` named already is the current one";
+    /// Not an error: `PsRequestGetStatus` of a request submitted and not
+    /// completed yet.
+    PENDING = 0x0000_0103, "not an error: the request is submitted and not completed yet";
     /// Memory or file descriptors ran out while creating the engine.
     INSUFFICIENT_RESOURCES = 0xC000_0002, "memory or another resource (file descriptors) ran out";
     /// Transport I/O failed while reading.
@@ -77,6 +80,12 @@ statuses! {
     REVISION_MISMATCH = 0xC000_0059, "the debuggee speaks an incompatible protocol version";
     /// A panic was caught at the C boundary: a bug in libpulse, please report it.
     INTERNAL_ERROR = 0xC000_00E5, "internal error in libpulse (a caught panic): a bug, please report it";
+    /// No operation is assigned to the request (`PsRequestWriteMsr`,
+    /// `PsRequestReadMsr`), or it was never submitted.
+    REQUEST_NOT_INITIALIZED = 0xC000_0402, "no operation is assigned to the request, or it was not submitted";
+    /// The request is submitted and not completed: it cannot be changed,
+    /// resubmitted or destroyed.
+    REQUEST_BUSY = 0xC000_0403, "the request is submitted and not completed: it cannot be changed, resubmitted or destroyed";
     /// The TCP peer refused the connection.
     CONNECTION_REFUSED = 0xC000_0236, "the debuggee's TCP endpoint refused the connection";
     /// The transport is gone (EOF, reset, hang-up, or the debuggee restarted).

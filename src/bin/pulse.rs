@@ -37,8 +37,11 @@ const EXIT_CODES: &[(Status, u8)] = &[
     (Status::INTERNAL_ERROR, EXIT_INTERNAL),
     (Status::BARRIER_NO_CPU, 15),
     (Status::BARRIER_OWNER_INACTIVE, 16),
-    // Only PsGetLastErrorMessage returns it; listed so every code has one.
+    // Only PsGetLastErrorMessage and the request API return these; listed
+    // so every code has one.
     (Status::BUFFER_TOO_SMALL, 17),
+    (Status::REQUEST_NOT_INITIALIZED, 18),
+    (Status::REQUEST_BUSY, 19),
 ];
 /// A bad command line (and `PULSE_STATUS_INVALID_PARAMETER`, which only a
 /// bad transport string can cause here).
