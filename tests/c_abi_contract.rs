@@ -163,8 +163,16 @@ fn status_codes_have_their_contract_values() {
     );
     // Failures are 0xC...; the PulseDbg SDK's informational codes (not
     // errors, DESIGN 1.1) are small positive values, like SUCCESS.
-    let informational = [Status::SUCCESS, Status::BARRIER_ALREADY_OWNED];
+    let informational = [
+        Status::SUCCESS,
+        Status::BARRIER_ALREADY_OWNED,
+        Status::PENDING,
+    ];
     assert_eq!(Status::BARRIER_ALREADY_OWNED.0, 0x0000_0021);
+    // DESIGN 1.1, asynchronous requests.
+    assert_eq!(Status::PENDING.0, 0x0000_0103);
+    assert_eq!(Status::REQUEST_NOT_INITIALIZED.0, 0xC000_0402);
+    assert_eq!(Status::REQUEST_BUSY.0, 0xC000_0403);
     for s in Status::ALL {
         assert!(
             informational.contains(s) || s.0 & 0xF000_0000 == 0xC000_0000,
