@@ -15,7 +15,8 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hv_stub::routing::{GUEST_APPLIED, TABLE};
+use hv_stub::msr_table;
+use hv_stub::routing::GUEST_APPLIED;
 use pulse::engine::CpuInfo;
 use pulse::{Engine, EngineConfig, Error, Status, TransportSpec};
 
@@ -61,28 +62,16 @@ fn exit_code(status: Status) -> u8 {
         .map_or(EXIT_UNKNOWN_STATUS, |&(_, code)| code)
 }
 
-/// Common architectural MSRs the routing table does not name; numbers from
-/// the Intel SDM Vol. 4, chapter 2.
-const EXTRA_NAMES: &[(&str, u32)] = &[
-    ("IA32_TIME_STAMP_COUNTER", 0x10),
-    ("IA32_TSC", 0x10),
-    ("IA32_APIC_BASE", 0x1B),
-    ("IA32_SPEC_CTRL", 0x48),
-    ("IA32_SMM_MONITOR_CTL", 0x9B),
-    ("IA32_MISC_ENABLE", 0x1A0),
-    ("IA32_MTRR_DEF_TYPE", 0x2FF),
-    ("IA32_U_CET", 0x6A0),
-    ("IA32_PL0_SSP", 0x6A4),
-    ("IA32_TSC_DEADLINE", 0x6E0),
-    ("IA32_XSS", 0xDA0),
-];
+/// Names `pulse` accepts besides the MSR table's (hv-stub's one home of
+/// MSR names): short forms people use.
+const ALIASES: &[(&str, u32)] = &[("IA32_TSC", hv_stub::msr::index::IA32_TIME_STAMP_COUNTER)];
 
 /// Every name `pulse` accepts, with its number.
 fn known_msrs() -> impl Iterator<Item = (&'static str, u32)> {
-    TABLE
+    msr_table::TABLE
         .iter()
-        .map(|r| (r.name, r.msr))
-        .chain(EXTRA_NAMES.iter().copied())
+        .map(|d| (d.name, d.msr))
+        .chain(ALIASES.iter().copied())
 }
 
 /// The canonical name of an MSR number, if `pulse` knows one.
