@@ -37,6 +37,7 @@ pub type MsrOutcome = Result<u64, GpFault>;
 
 /// The processors of one debuggee.
 pub trait Processors {
+    /// The VMX backend of each processor.
     type Backend: VmxBackend;
 
     /// How many processors the debuggee has (`<= MAX_CPUS`).

@@ -51,14 +51,18 @@ const W: usize = WINDOW as usize;
 /// What the handler has done; tests use it to prove nothing ran twice.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 pub struct HandlerStats {
+    /// Sessions opened (with a key: proven by their client's first request).
     pub handshakes: u64,
+    /// WriteMsr requests executed (an all-CPU write counts once).
     pub writes_executed: u64,
+    /// ReadMsr requests executed.
     pub reads_executed: u64,
     /// Retransmissions answered from the reply cache.
     pub replays: u64,
     /// Late duplicates (of requests or of an earlier session's Hello)
     /// dropped without an answer.
     pub stale_dropped: u64,
+    /// Naks sent, of any reason.
     pub naks: u64,
     /// Requests refused as `OutOfSequence`, i.e. beyond the window (frames,
     /// so a refused request resent counts again); none of them was executed.
@@ -312,6 +316,8 @@ impl<P: Processors> Stub<P> {
         &self.backend
     }
 
+    /// The debuggee's processors, to change them (tests, the image's
+    /// start-up).
     pub fn backend_mut(&mut self) -> &mut P {
         &mut self.backend
     }
@@ -322,10 +328,12 @@ impl<P: Processors> Stub<P> {
         core::mem::take(&mut self.touched)
     }
 
+    /// What the handler has done so far.
     pub fn stats(&self) -> HandlerStats {
         self.stats
     }
 
+    /// What the stream decoder of [`Stub::feed`] has seen.
     pub fn decoder_stats(&self) -> pulse_proto::DecoderStats {
         self.decoder.stats()
     }

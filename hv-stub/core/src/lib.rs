@@ -19,11 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod caps;
-// cpus.rs and handler.rs are being reworked by their owners (SMP, the
-// windowed protocol); their few undocumented items get docs there.
-#[allow(missing_docs)]
 pub mod cpus;
-#[allow(missing_docs)]
 pub mod handler;
 pub mod model;
 pub mod msr;
