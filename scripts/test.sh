@@ -58,6 +58,10 @@ cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 echo "== cargo clippy (workspace, hv-stub image)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 (cd hv-stub/image && cargo clippy --quiet -- -D warnings)
+echo "== libpulse without the in-process sim transport (--no-default-features)"
+cargo build --quiet -p pulse --no-default-features
+cargo clippy --quiet -p pulse --no-default-features --lib -- -D warnings
+cargo test --quiet -p pulse --no-default-features --lib
 echo "== cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
