@@ -1,17 +1,14 @@
 //! Fills hv-stub's `CpuCaps` from CPUID and the VMX capability MSRs of the
 //! processor we run on.
 
+use hv_stub::msr::index::{
+    IA32_DEBUGCTL, IA32_MCG_CAP, IA32_PERF_CAPABILITIES, IA32_PERF_GLOBAL_CTRL,
+    IA32_VMX_TRUE_ENTRY_CTLS, IA32_VMX_TRUE_EXIT_CTLS,
+};
 use hv_stub::CpuCaps;
 
 use crate::cpu::{cpuid, rdmsr_safe, CpuidResult};
 
-// IA32_PERF_CAPABILITIES is present when CPUID.1:ECX[15] (PDCM).
-pub use x86::msr::{
-    IA32_MCG_CAP, IA32_PERF_CAPABILITIES, IA32_VMX_BASIC, IA32_VMX_CR0_FIXED0, IA32_VMX_CR0_FIXED1,
-    IA32_VMX_CR4_FIXED0, IA32_VMX_CR4_FIXED1, IA32_VMX_EPT_VPID_CAP, IA32_VMX_MISC,
-    IA32_VMX_PROCBASED_CTLS2, IA32_VMX_TRUE_ENTRY_CTLS, IA32_VMX_TRUE_EXIT_CTLS,
-    IA32_VMX_TRUE_PINBASED_CTLS, IA32_VMX_TRUE_PROCBASED_CTLS,
-};
 /// What CPUID leaf 14H says Intel PT supports, as the validator needs it:
 /// the writable IA32_RTIT_CTL bits (SDM 33.2.8.2, each tied to its CPUID
 /// feature bit as KVM's `vmx_rtit_ctl_check` does) and the encodings.
@@ -101,7 +98,7 @@ pub fn detect() -> CpuCaps {
     // IA32_PERF_GLOBAL_CTRL exists from architectural perfmon version 2.
     // CPUID may claim a PMU v2 whose IA32_PERF_GLOBAL_CTRL is not there
     // (emulators): trust the MSR itself.
-    let perf_global_ctrl = rdmsr_safe(0x38F).is_ok();
+    let perf_global_ctrl = rdmsr_safe(IA32_PERF_GLOBAL_CTRL).is_ok();
     let (gp, fixed) = if pmu_version >= 2 && perf_global_ctrl {
         (((pmu.eax >> 8) & 0xFF) as u8, (pmu.edx & 0x1F) as u8)
     } else {
@@ -110,6 +107,7 @@ pub fn detect() -> CpuCaps {
     // IA32_FEATURE_CONTROL's valid bits follow from these
     // (`CpuCaps::feature_control_valid`), the same rule as the profiles.
     let lmce = rdmsr_safe(IA32_MCG_CAP).is_ok_and(|v| v >> 27 & 1 != 0);
+    // IA32_PERF_CAPABILITIES is present when CPUID.1:ECX[15] (PDCM).
     let freeze_while_smm =
         bit(l1.ecx, 15) && rdmsr_safe(IA32_PERF_CAPABILITIES).is_ok_and(|v| v >> 12 & 1 != 0);
     let intel_pt = bit(l7.ebx, 25);
@@ -143,7 +141,7 @@ pub fn detect() -> CpuCaps {
         freeze_while_smm,
         bus_lock_detect: bit(l7.ecx, 24),
         // Bochs offers "load debug controls" without the MSR itself.
-        has_debugctl: rdmsr_safe(0x1D9).is_ok(),
+        has_debugctl: rdmsr_safe(IA32_DEBUGCTL).is_ok(),
         pmu_gp_counters: gp,
         pmu_fixed_counters: fixed,
         mpx: bit(l7.ebx, 14),

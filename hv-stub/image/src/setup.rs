@@ -3,10 +3,16 @@
 //! with them, the MSR and I/O bitmaps, the VM-entry MSR-load area and the
 //! host state. The guest state is `guest_state`'s.
 
-use hv_stub::msr::{entry, exit, field, index};
-use hv_stub::{CpuCaps, MsrEntry};
+use hv_stub::msr::index::{
+    self, IA32_VMX_BASIC, IA32_VMX_CR0_FIXED0, IA32_VMX_CR0_FIXED1, IA32_VMX_CR4_FIXED0,
+    IA32_VMX_CR4_FIXED1, IA32_VMX_EPT_VPID_CAP, IA32_VMX_MISC, IA32_VMX_PROCBASED_CTLS2,
+    IA32_VMX_TRUE_ENTRY_CTLS, IA32_VMX_TRUE_EXIT_CTLS, IA32_VMX_TRUE_PINBASED_CTLS,
+    IA32_VMX_TRUE_PROCBASED_CTLS,
+};
+use hv_stub::msr::{exit, field};
+use hv_stub::{policy, CpuCaps, MsrEntry};
 
-use crate::caps::*;
+use crate::caps::{adjust_controls, detect};
 use crate::desc::{self, CODE64, DATA, HOST_TR};
 use crate::exits::{FixedCrs, CR4_OSXSAVE, CR4_VMXE};
 use crate::hv::{fatal, GuestHas, GuestKind};
@@ -110,12 +116,12 @@ pub fn enable_vmx() -> u64 {
         fatal("no VMX (CPUID.1:ECX[5])");
     }
     let mut feature_control = cpu::rdmsr_safe(index::IA32_FEATURE_CONTROL).unwrap_or(0);
-    if feature_control & 1 == 0 {
+    if let Some(enabled) = policy::feature_control_to_enable_vmx(feature_control) {
         // SAFETY: IA32_FEATURE_CONTROL only gates VMXON.
-        let _ = unsafe { cpu::wrmsr_safe(index::IA32_FEATURE_CONTROL, feature_control | 0b101) };
+        let _ = unsafe { cpu::wrmsr_safe(index::IA32_FEATURE_CONTROL, enabled) };
         feature_control = cpu::rdmsr_safe(index::IA32_FEATURE_CONTROL).unwrap_or(0);
     }
-    if feature_control & 0b101 != 0b101 {
+    if !policy::vmxon_allowed(feature_control) {
         fatal("VMX disabled by IA32_FEATURE_CONTROL");
     }
     feature_control
@@ -168,29 +174,10 @@ impl Config {
         {
             fatal("a Linux guest needs I/O bitmaps and EPT (4-level, write-back, 2 MiB pages)");
         }
-        let entry_wanted = entry::IA32E_MODE_GUEST
-            | entry::LOAD_DEBUG_CONTROLS
-            | entry::LOAD_IA32_PAT
-            | entry::LOAD_IA32_EFER
-            | entry::LOAD_IA32_PERF_GLOBAL_CTRL
-            | entry::LOAD_IA32_BNDCFGS
-            | entry::LOAD_IA32_RTIT_CTL
-            | entry::LOAD_CET_STATE
-            | entry::LOAD_PKRS;
-        let entry_ctls = adjust_controls(IA32_VMX_TRUE_ENTRY_CTLS, entry_wanted);
-        let exit_wanted = exit::HOST_ADDRESS_SPACE_SIZE
-            | exit::SAVE_DEBUG_CONTROLS
-            | exit::SAVE_IA32_PAT
-            | exit::LOAD_IA32_PAT
-            | exit::SAVE_IA32_EFER
-            | exit::LOAD_IA32_EFER
-            | exit::LOAD_IA32_PERF_GLOBAL_CTRL
-            | exit::SAVE_IA32_PERF_GLOBAL_CTRL
-            | exit::CLEAR_IA32_BNDCFGS
-            | exit::CLEAR_IA32_RTIT_CTL
-            | exit::LOAD_CET_STATE
-            | exit::LOAD_PKRS;
-        let exit_ctls = adjust_controls(IA32_VMX_TRUE_EXIT_CTLS, exit_wanted);
+        // What hv-stub asks for (a 64-bit guest, every MSR load control and
+        // their exit partners), as far as this processor allows.
+        let entry_ctls = adjust_controls(IA32_VMX_TRUE_ENTRY_CTLS, policy::ENTRY_CONTROLS.bits());
+        let exit_ctls = adjust_controls(IA32_VMX_TRUE_EXIT_CTLS, policy::EXIT_CONTROLS.bits());
         say!("HV controls pin={pin:#x} proc={proc:#x} proc2={proc2:#x} entry={entry_ctls:#x} exit={exit_ctls:#x}");
 
         let xsave = cpu::cpuid(1, 0).ecx >> 26 & 1 != 0;
@@ -334,14 +321,11 @@ pub fn write_vmcs(
     w(f::EXIT_MSR_LOAD_COUNT, 0);
     w(f::PREEMPTION_TIMER, config.timer_value);
 
-    // MSR bitmaps: nothing exits except IA32_FEATURE_CONTROL (the guest sees
-    // the shadow) and, for a Linux guest, the VMX capability MSRs (absent on
-    // a processor without VMX).
-    intercept_msr(&mut pages.msr_bitmap, index::IA32_FEATURE_CONTROL);
-    if config.kind == GuestKind::Linux {
-        for msr in hv_stub::policy::VMX_CAPABILITY_MSRS {
-            intercept_msr(&mut pages.msr_bitmap, msr);
-        }
+    // MSR bitmaps: what hv-stub's policy intercepts: IA32_FEATURE_CONTROL
+    // (the guest sees the shadow) and, for a Linux guest, the VMX capability
+    // MSRs (absent on a processor without VMX).
+    for msr in policy::intercepted_msrs(config.kind == GuestKind::Linux) {
+        intercept_msr(&mut pages.msr_bitmap, msr);
     }
     w(f::MSR_BITMAP, pages.msr_bitmap.as_ptr() as u64);
     if proc & PROC_USE_IO_BITMAPS != 0 {
@@ -359,7 +343,7 @@ pub fn write_vmcs(
     // entry instead of being undone. A Linux guest starts from 0, the
     // observer from the host's values.
     let mut load_count = 0;
-    for msr in hv_stub::policy::load_area_msrs(&config.caps) {
+    for msr in policy::load_area_msrs(&config.caps) {
         let value = match config.kind {
             GuestKind::Linux => 0,
             GuestKind::Observer => cpu::rdmsr_safe(msr).unwrap_or(0),
