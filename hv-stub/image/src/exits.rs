@@ -8,8 +8,9 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use hv_stub::msr::{entry, field, index};
-use hv_stub::{policy, validate, VmxBackend};
+use hv_stub::msr::{entry, field};
+use hv_stub::policy::{self, GuestMsrAccess};
+use hv_stub::VmxBackend;
 
 use hv_stub::cpus::CpuState;
 
@@ -285,12 +286,12 @@ impl Host {
 
     fn guest_rdmsr(&mut self, regs: &mut GuestRegs) -> Next {
         let msr = regs.rcx as u32;
-        let value = if msr == index::IA32_FEATURE_CONTROL {
-            Some(backend::with_own(self.cpu, |b| *b.feature_control_shadow()))
-        } else if self.kind == GuestKind::Linux && policy::hidden_from_guest(msr) {
-            None
-        } else {
-            cpu::rdmsr_safe(msr).ok()
+        let value = match policy::guest_msr_access(msr, self.kind == GuestKind::Linux) {
+            GuestMsrAccess::FeatureControlShadow => {
+                Some(backend::with_own(self.cpu, |b| *b.feature_control_shadow()))
+            }
+            GuestMsrAccess::Hidden => None,
+            GuestMsrAccess::Processor => cpu::rdmsr_safe(msr).ok(),
         };
         if let Some(v) = value {
             regs.set_edx_eax(v);
@@ -305,27 +306,27 @@ impl Host {
     fn guest_wrmsr(&mut self, regs: &mut GuestRegs) -> Next {
         let msr = regs.rcx as u32;
         let value = regs.edx_eax();
-        let ok = if msr == index::IA32_FEATURE_CONTROL {
-            backend::with_own(self.cpu, |backend| {
+        let ok = match policy::guest_msr_access(msr, self.kind == GuestKind::Linux) {
+            GuestMsrAccess::FeatureControlShadow => backend::with_own(self.cpu, |backend| {
                 let caps = *backend.caps();
                 let shadow = backend.feature_control_shadow();
-                let valid = matches!(validate::wrmsr_check(msr, value, &caps), Some(Ok(())));
-                if *shadow & 1 == 0 && valid {
-                    *shadow = value;
-                    true
-                } else {
-                    false
+                match policy::guest_feature_control_write(*shadow, value, &caps) {
+                    Ok(new) => {
+                        *shadow = new;
+                        true
+                    }
+                    Err(_) => false,
                 }
-            })
-        } else if policy::hidden_from_guest(msr) {
-            false // read-only, and absent for a guest without VMX
-        } else {
-            // SAFETY: an MSR outside the bitmap ranges (which always exits):
-            // executed here in VMX-root mode it changes the host's value too.
-            // Those MSRs are model-specific extensions the host never relies
-            // on, the same exposure as the shared MSRs in
-            // docs/MSR-SEMANTICS.md.
-            unsafe { cpu::wrmsr_safe(msr, value) }.is_ok()
+            }),
+            GuestMsrAccess::Hidden => false, // read-only, and absent for a guest without VMX
+            GuestMsrAccess::Processor => {
+                // SAFETY: an MSR outside the bitmap ranges (which always exits):
+                // executed here in VMX-root mode it changes the host's value too.
+                // Those MSRs are model-specific extensions the host never relies
+                // on, the same exposure as the shared MSRs in
+                // docs/MSR-SEMANTICS.md.
+                unsafe { cpu::wrmsr_safe(msr, value) }.is_ok()
+            }
         };
         complete(ok);
         Next::Resume

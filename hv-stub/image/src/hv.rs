@@ -6,7 +6,7 @@
 use core::ptr::{addr_of, addr_of_mut};
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use hv_stub::Stub;
+use hv_stub::{policy, Stub};
 use pulse_proto::message::caps;
 
 use hv_stub::cpus::CpuState;
@@ -151,7 +151,8 @@ pub fn start() -> ! {
     let mut guest_rsi = 0;
     // The guest's view of IA32_FEATURE_CONTROL: a Linux guest sees it locked
     // with VMX disabled, matching CPUID without VMX.
-    let mut feature_control_shadow = feature_control;
+    let feature_control_shadow =
+        policy::guest_feature_control(feature_control, kind == GuestKind::Linux);
     match kind {
         GuestKind::Observer => observer_state(
             &config,
@@ -181,7 +182,6 @@ pub fn start() -> ! {
             guest_state::linux(&init);
             guest_rsi = loaded.rsi;
             crate::exits::FORWARD_HOST_NMIS.store(true, Ordering::SeqCst);
-            feature_control_shadow &= !0b110;
         }
     }
 
@@ -307,7 +307,8 @@ extern "C" fn hv_ap_main(_ticket: u32) -> ! {
     setup::enter_vmx(&config, pages);
     let host_msrs = HostMsrs::read();
     let load_count = setup::write_vmcs(&config, pages, &tables, &host_msrs);
-    let mut feature_control_shadow = feature_control;
+    let feature_control_shadow =
+        policy::guest_feature_control(feature_control, config.kind == GuestKind::Linux);
     match config.kind {
         GuestKind::Observer => {
             observer_state(
@@ -322,7 +323,6 @@ extern "C" fn hv_ap_main(_ticket: u32) -> ! {
         GuestKind::Linux => {
             linux_controls(&config, eptp);
             guest_state::wait_for_sipi(&config.fixed_crs);
-            feature_control_shadow &= !0b110;
         }
     }
     backend::install(
