@@ -76,10 +76,13 @@ impl core::fmt::Display for KeyTextError {
 }
 
 impl Psk {
+    /// The key made of these 32 bytes, used as HKDF's input keying
+    /// material as they are (docs/PROTOCOL.md section 9.1).
     pub const fn new(bytes: [u8; KEY_LEN]) -> Psk {
         Psk(bytes)
     }
 
+    /// The key's 32 bytes.
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
     }
@@ -128,7 +131,10 @@ fn hex_value(digit: u8) -> u8 {
 /// directions never share one.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Direction {
+    /// Client to debuggee (requests): nonce byte `00`, key `K_to_debuggee`
+    /// (docs/PROTOCOL.md section 9.2).
     ToDebuggee = 0,
+    /// Debuggee to client (responses): nonce byte `01`, key `K_to_client`.
     ToClient = 1,
 }
 
@@ -302,6 +308,8 @@ impl Default for NonceSource {
 }
 
 impl NonceSource {
+    /// A source with an all-zero pool: stir entropy in before drawing
+    /// nonces, or they are predictable.
     pub const fn new() -> NonceSource {
         NonceSource {
             pool: [0; 32],

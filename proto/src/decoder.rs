@@ -22,6 +22,8 @@ pub struct DecoderStats {
     pub oversized: u64,
 }
 
+/// The stream decoder both ends run (docs/PROTOCOL.md section 6): holds at
+/// most [`MAX_FRAME`] bytes and delivers CRC-valid frames in stream order.
 #[derive(Clone)]
 pub struct Decoder {
     buf: [u8; MAX_FRAME],
@@ -36,6 +38,7 @@ impl Default for Decoder {
 }
 
 impl Decoder {
+    /// An empty decoder with zeroed counters.
     pub const fn new() -> Self {
         Decoder {
             buf: [0; MAX_FRAME],
@@ -49,6 +52,7 @@ impl Decoder {
         }
     }
 
+    /// The counters so far (section 6 says what each counts).
     pub fn stats(&self) -> DecoderStats {
         self.stats
     }

@@ -33,16 +33,25 @@ pub const CRC16: Crc<u16> = Crc::<u16>::new(&CRC_16_IBM_3740);
 /// One frame whose CRC checked out: header fields and an owned payload.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct RawFrame {
+    /// TYPE (frame offset 2): the message type, bit 7 set on responses
+    /// (docs/PROTOCOL.md section 3).
     pub kind: u8,
+    /// SESSION (offset 3): the handshake's session number, 0 = none.
     pub session: u8,
+    /// SEQ (offsets 4..6, little endian on the wire): the request's
+    /// sequence number, echoed in its response (section 5.1).
     pub seq: u16,
+    /// LEN (offset 1): payload bytes used, 0..=[`MAX_PAYLOAD`].
     pub len: u8,
+    /// The payload bytes; only the first `len` count (the decoder zeroes
+    /// the rest).
     pub payload: [u8; MAX_PAYLOAD],
     /// The frame's CRC; lets the debuggee recognise a retransmission.
     pub crc: u16,
 }
 
 impl RawFrame {
+    /// The payload's `len` bytes.
     pub fn payload(&self) -> &[u8] {
         &self.payload[..usize::from(self.len)]
     }
@@ -56,6 +65,7 @@ pub struct FrameBuf {
 }
 
 impl FrameBuf {
+    /// The whole frame as it goes on the wire, SOF to CRC (`8 + LEN` bytes).
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }

@@ -14,6 +14,7 @@
 //! `tests/vectors.rs` checks.
 #![no_std]
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod auth;
 pub mod decoder;

@@ -20,23 +20,36 @@
 use crate::auth::NONCE_LEN;
 use crate::frame::{encode_frame, FrameBuf, RawFrame, MAX_PAYLOAD};
 
+/// Frame TYPE byte of each message (docs/PROTOCOL.md section 3).
 pub mod kind {
+    /// Hello request: opens a session (section 5.2).
     pub const HELLO: u8 = 0x01;
+    /// WriteMsr request: WRMSR on one processor or all (section 5.8).
     pub const WRITE_MSR: u8 = 0x02;
+    /// ReadMsr request: RDMSR on one processor.
     pub const READ_MSR: u8 = 0x03;
+    /// CpuInfo request: processor count and which of them run.
     pub const CPU_INFO: u8 = 0x04;
+    /// AuthHello request: opens an authenticated session (section 9.1).
     pub const AUTH_HELLO: u8 = 0x05;
     /// Set in the type of every response.
     pub const RESPONSE_BIT: u8 = 0x80;
+    /// HelloAck response (0x81).
     pub const HELLO_ACK: u8 = HELLO | RESPONSE_BIT;
+    /// WriteAck response (0x82).
     pub const WRITE_ACK: u8 = WRITE_MSR | RESPONSE_BIT;
+    /// ReadAck response (0x83).
     pub const READ_ACK: u8 = READ_MSR | RESPONSE_BIT;
+    /// CpuInfoAck response (0x84).
     pub const CPU_INFO_ACK: u8 = CPU_INFO | RESPONSE_BIT;
+    /// AuthHelloAck response (0x85).
     pub const AUTH_HELLO_ACK: u8 = AUTH_HELLO | RESPONSE_BIT;
+    /// Nak: refuses any request without executing it (section 4.2).
     pub const NAK: u8 = 0xFF;
 }
 
-/// Debuggee capability bits announced in `HelloAck`.
+/// Debuggee capability bits announced in `HelloAck` (docs/PROTOCOL.md
+/// section 4.3); every other bit is reserved, sent as 0 and ignored.
 pub mod caps {
     /// Writes are executed by a real VMX hypervisor (hardware or Bochs).
     pub const REAL_VMX: u32 = 1 << 0;
@@ -46,10 +59,12 @@ pub mod caps {
     pub const GUEST_OBSERVER: u32 = 1 << 2;
 }
 
-/// Outcome of an executed MSR request.
+/// Outcome of an executed MSR request: the status byte of WriteAck and
+/// ReadAck (docs/PROTOCOL.md section 4.1).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum WireStatus {
+    /// Executed; a ReadAck's value is valid.
     Ok = 0,
     /// WRMSR/RDMSR would raise #GP, or the value is one the processor refuses.
     GeneralProtection = 1,
@@ -64,7 +79,8 @@ pub enum WireStatus {
 /// nothing.
 pub const ALL_CPUS: u8 = 0xFF;
 
-/// Why the debuggee refused to execute a request at all.
+/// Why the debuggee refused to execute a request at all: the reason byte
+/// of a Nak (docs/PROTOCOL.md section 4.2).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum NakReason {
@@ -91,61 +107,93 @@ pub enum NakReason {
     AuthUnavailable = 8,
 }
 
+/// One request or response; payload layouts are in docs/PROTOCOL.md
+/// section 3, every integer little endian and unaligned.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Message {
-    /// `nonce` is random per engine: together with the random starting
-    /// sequence number it keeps a new client's handshake from being mistaken
-    /// for a retransmission of an earlier client's.
+    /// Opens a session (section 5.2); sent with SESSION 0. `nonce` is random
+    /// per engine: together with the random starting sequence number it
+    /// keeps a new client's handshake from being mistaken for a
+    /// retransmission of an earlier client's.
     Hello {
+        /// Protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
         version: u8,
+        /// The client instance's random number, the same in all its Hellos.
         nonce: u32,
     },
-    /// `window`: how many requests the debuggee accepts in flight in the
-    /// session (1..=[`crate::MAX_WINDOW`]).
+    /// Accepts a Hello; carries the new session in SESSION. `window`: how
+    /// many requests the debuggee accepts in flight in the session
+    /// (1..=[`crate::MAX_WINDOW`]).
     HelloAck {
+        /// Protocol version the debuggee will speak (the Hello's).
         version: u8,
+        /// [`caps`] bits (section 4.3).
         capabilities: u32,
+        /// Requests the session may have in flight (section 5.3).
         window: u8,
     },
-    /// `cpu`: the processor's index, or [`ALL_CPUS`].
+    /// WRMSR as the guest would execute it. `cpu`: the processor's index,
+    /// or [`ALL_CPUS`].
     WriteMsr {
+        /// Processor index (0 = boot processor) or [`ALL_CPUS`] (section 5.8).
         cpu: u8,
+        /// MSR number (ECX of WRMSR).
         msr: u32,
+        /// Value to write (EDX:EAX of WRMSR).
         value: u64,
     },
+    /// Answers an executed WriteMsr.
     WriteAck {
+        /// Whether the write happened (section 4.1).
         status: WireStatus,
     },
+    /// RDMSR as the guest would execute it, on one processor.
     ReadMsr {
+        /// Processor index (0 = boot processor).
         cpu: u8,
+        /// MSR number (ECX of RDMSR).
         msr: u32,
     },
+    /// Answers an executed ReadMsr.
     ReadAck {
+        /// Whether the read happened (section 4.1).
         status: WireStatus,
+        /// The value read (EDX:EAX); sent as 0 unless `status` is Ok.
         value: u64,
     },
+    /// Refuses a request, which was not executed; echoes its SESSION and SEQ.
     Nak {
+        /// Why (section 4.2).
         reason: NakReason,
     },
     /// How many processors the debuggee has and which of them run.
     CpuInfo,
+    /// Answers CpuInfo, as of the moment it was executed.
     CpuInfoAck {
+        /// Processors the debuggee has, 1..=64.
         count: u8,
+        /// Bit n set: processor n runs the guest; clear: not started or stopped.
         running: u64,
     },
-    /// Opens an authenticated session; `nonce` is fresh random bytes of the
-    /// client's for each handshake.
+    /// Opens an authenticated session (section 9.1); `nonce` is fresh random
+    /// bytes of the client's for each handshake.
     AuthHello {
+        /// Protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
         version: u8,
+        /// The client's nonce `Nc`, the first half of HKDF's salt.
         nonce: [u8; NONCE_LEN],
     },
     /// Accepts it: `nonce` is the debuggee's fresh random bytes (sent in
     /// the clear, authenticated), the rest is sealed with the new session's
     /// keys, which proves the debuggee holds the key.
     AuthHelloAck {
+        /// The debuggee's nonce `Nd`, the second half of HKDF's salt.
         nonce: [u8; NONCE_LEN],
+        /// Protocol version the debuggee will speak (the AuthHello's).
         version: u8,
+        /// [`caps`] bits (section 4.3).
         capabilities: u32,
+        /// Requests the session may have in flight (section 5.3).
         window: u8,
     },
 }
@@ -153,9 +201,18 @@ pub enum Message {
 /// A CRC-valid frame whose content is not a message.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ParseError {
+    /// A TYPE byte no message has (docs/PROTOCOL.md section 3).
     UnknownType(u8),
-    BadLength { kind: u8, len: u8 },
+    /// LEN is not exactly the one the TYPE's payload has (section 3).
+    BadLength {
+        /// The frame's TYPE.
+        kind: u8,
+        /// The frame's LEN.
+        len: u8,
+    },
+    /// A WriteAck/ReadAck status byte that is no [`WireStatus`] (section 4.1).
     BadStatus(u8),
+    /// A Nak reason byte that is no [`NakReason`] (section 4.2).
     BadReason(u8),
 }
 
@@ -206,6 +263,7 @@ fn u64_at(p: &[u8], at: usize) -> u64 {
 }
 
 impl Message {
+    /// The frame TYPE byte that carries this message (a [`kind`] constant).
     pub fn kind(&self) -> u8 {
         match self {
             Message::Hello { .. } => kind::HELLO,
@@ -222,6 +280,7 @@ impl Message {
         }
     }
 
+    /// Whether this is a debuggee-to-client message ([`kind::RESPONSE_BIT`] set).
     pub fn is_response(&self) -> bool {
         self.kind() & kind::RESPONSE_BIT != 0
     }
