@@ -18,7 +18,9 @@
  *     values to 8 MSRs, then 8 reads of them. Every read sees the value of
  *     the write submitted just before it and not the one submitted after
  *     it, because requests run in submission order. Every status SUCCESS;
- *     a completed write has no value (INVALID_PARAMETER).
+ *     a completed write has no value (INVALID_PARAMETER). Synchronous
+ *     PsReadMsr calls amid the requests in flight take their place in the
+ *     same order.
  *   - idle, ready and busy rules: REQUEST_NOT_INITIALIZED, REQUEST_BUSY,
  *     PENDING, Wait's TIMEOUT; NULL arguments give INVALID_PARAMETER.
  *   - PsRequestExecute; a failing request (#GP) among others that succeed,
@@ -196,7 +198,7 @@ static void finish(PPS_REQUEST request, unsigned k)
 static void window(PPS_ENGINE engine)
 {
     PPS_REQUEST requests[IN_FLIGHT];
-    unsigned k, i, pending = 0;
+    unsigned k, i, pending = 0, synchronous_reads = 0;
 
     for (i = 0; i < IN_FLIGHT; i++)
         expect("PsRequestCreate", PsRequestCreate(engine, &requests[i]), PULSE_STATUS_SUCCESS);
@@ -210,6 +212,17 @@ static void window(PPS_ENGINE engine)
             finish(request, k - IN_FLIGHT);
         expect("assign", assign(request, operation(k)), PULSE_STATUS_SUCCESS);
         expect("PsRequestSubmit", PsRequestSubmit(request), PULSE_STATUS_SUCCESS);
+        /* Now and then a synchronous read, behind 64 requests in flight:
+         * it takes its place in the same order, after the write just
+         * submitted. */
+        if (k >= IN_FLIGHT && k % 37 == 0 && !operation(k).is_read) {
+            uint64_t value = 0;
+
+            synchronous_reads++;
+            expect("PsReadMsr amid the window", PsReadMsr(engine, operation(k).msr->number, &value),
+                   PULSE_STATUS_SUCCESS);
+            check(value == operation(k).value, "a synchronous read sees the request submitted before it");
+        }
         if (k == IN_FLIGHT - 1) {
             for (i = 0; i < IN_FLIGHT; i++)
                 pending += PsRequestGetStatus(requests[i]) == PULSE_STATUS_PENDING;
@@ -233,8 +246,9 @@ static void window(PPS_ENGINE engine)
         expect("PsReadMsr", PsReadMsr(engine, msrs[i].number, &value), PULSE_STATUS_SUCCESS);
         check(value == last.value, "PsReadMsr sees the window's last write");
     }
-    printf("window: %u operations on %u requests, every read saw the write submitted before it\n", OPERATIONS,
-           IN_FLIGHT);
+    printf("window: %u operations on %u requests and %u synchronous reads amid them, every read saw the write "
+           "submitted before it\n",
+           OPERATIONS, IN_FLIGHT, synchronous_reads);
 }
 
 static void null_arguments(PPS_ENGINE engine)
