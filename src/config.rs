@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 #[cfg(feature = "sim")]
-use hv_stub::{cpus::MAX_CPUS, sim::DEFAULT_CPUS, CpuCaps};
+use hv_stub::{cpus::MAX_CPUS, simulated::DEFAULT_CPUS, CpuCaps};
 use pulse_proto::Psk;
 use thiserror::Error;
 

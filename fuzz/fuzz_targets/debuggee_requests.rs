@@ -5,7 +5,7 @@
 //! where VM entry fails.
 #![no_main]
 
-use hv_stub::sim::SimTarget;
+use hv_stub::simulated::SimTarget;
 use hv_stub::CpuCaps;
 use libfuzzer_sys::fuzz_target;
 use pulse_proto::encode_frame;

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use hv_stub::sim::SimTarget;
+use hv_stub::simulated::SimTarget;
 use hv_stub::CpuCaps;
 use libfuzzer_sys::fuzz_target;
 use pulse_proto::auth::Direction;

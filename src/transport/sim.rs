@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hv_stub::sim::SimTarget;
+use hv_stub::simulated::SimTarget;
 use hv_stub::CpuCaps;
 use parking_lot::{Condvar, Mutex};
 

@@ -8,7 +8,8 @@
 //! * [`validate`]: values the processor refuses (#GP before anything changes);
 //! * [`vmx_backend`]: the interface to a VMX implementation; [`model`]: the
 //!   software VMX backend;
-//! * [`sim`]: a whole simulated debuggee (handler + model + observer guest);
+//! * [`simulated`]: a whole simulated debuggee (handler + model + observer
+//!   guest), what libpulse's `sim` transport and `hv-stub-sim` serve;
 //! * [`caps`]: processor capabilities and the model's CPU profiles;
 //! * [`msr`]: MSR indices, VMCS encodings, control bits;
 //! * [`msr_table`]: the one table of the MSRs hv-stub knows, which the
@@ -26,7 +27,7 @@ pub mod msr;
 pub mod msr_table;
 pub mod policy;
 pub mod routing;
-pub mod sim;
+pub mod simulated;
 pub mod validate;
 pub mod vmx_backend;
 

@@ -8,7 +8,7 @@ use hv_stub::cpus::{self, CpuError, CpuState, Processors};
 use hv_stub::model::SoftVmx;
 use hv_stub::msr::{entry, index::*};
 use hv_stub::routing::{self, TABLE};
-use hv_stub::sim::SimCpus;
+use hv_stub::simulated::SimCpus;
 use hv_stub::{CpuCaps, GpFault, MsrEntry, VmxBackend};
 
 #[test]

@@ -9,7 +9,7 @@ use hv_stub::caps::DEBUGCTL_ARCH;
 use hv_stub::model::{EntryFailure, SoftVmx};
 use hv_stub::msr::{entry, index::*};
 use hv_stub::routing::{self, Landing};
-use hv_stub::sim::SimTarget;
+use hv_stub::simulated::SimTarget;
 use hv_stub::{validate, CpuCaps, GpFault, MsrEntry, VmxBackend};
 
 /// The model behind a processor whose WRMSR silently keeps bits 31:0 of

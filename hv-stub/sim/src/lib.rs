@@ -1,4 +1,4 @@
-//! Serves a simulated debuggee (`hv_stub::sim::SimTarget`) over a real byte
+//! Serves a simulated debuggee (`hv_stub::simulated::SimTarget`) over a real byte
 //! stream — TCP connections or a pseudo-terminal — so libpulse's real
 //! transports can be tested against the same hv-stub core.
 //!
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hv_stub::sim::SimTarget;
+use hv_stub::simulated::SimTarget;
 use parking_lot::Mutex;
 use pulse_proto::{Decoder, DecoderStats, RawFrame};
 use serialport::{SerialPort, TTYPort};
