@@ -8,6 +8,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use hv_stub::msr::bits::{CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
 use hv_stub::msr::{entry, field};
 use hv_stub::policy::{self, GuestMsrAccess};
 use hv_stub::VmxBackend;
@@ -99,17 +100,13 @@ pub fn take_host_nmi() -> bool {
     true
 }
 
-const CR0_PE: u64 = 1;
+pub const CR0_PE: u64 = 1;
 const CR0_TS: u64 = 1 << 3;
 const CR0_NW: u64 = 1 << 29;
 const CR0_CD: u64 = 1 << 30;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
 pub const CR4_VMXE: u64 = 1 << 13;
 pub const CR4_OSXSAVE: u64 = 1 << 18;
 const CR4_PKE: u64 = 1 << 22;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
 const CS_AR_L: u64 = 1 << 13;
 const COM1: core::ops::RangeInclusive<u16> = 0x3F8..=0x3FF;
 /// Guest activity state "HLT".

@@ -6,6 +6,7 @@
 use core::ptr::{addr_of, addr_of_mut};
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use hv_stub::msr::bits::{CR4_PAE, EFER_LMA, EFER_LME};
 use hv_stub::{policy, Stub};
 use pulse_proto::message::caps;
 
@@ -23,8 +24,8 @@ use crate::{cpu, desc, entropy, ept, firmware, guest, key, linux, memmap, say, s
 
 /// Linux's 64-bit entry: PE, MP, ET, NE, PG; CR4.PAE; EFER.LME|LMA.
 const LINUX_CR0: u64 = 0x8000_0023;
-const LINUX_CR4: u64 = 1 << 5;
-const LINUX_EFER: u64 = 0x500;
+const LINUX_CR4: u64 = CR4_PAE;
+const LINUX_EFER: u64 = EFER_LME | EFER_LMA;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GuestKind {

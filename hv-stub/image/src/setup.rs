@@ -3,6 +3,7 @@
 //! with them, the MSR and I/O bitmaps, the VM-entry MSR-load area and the
 //! host state. The guest state is `guest_state`'s.
 
+use hv_stub::msr::bits::CR0_PG;
 use hv_stub::msr::index::{
     self, IA32_VMX_BASIC, IA32_VMX_CR0_FIXED0, IA32_VMX_CR0_FIXED1, IA32_VMX_CR4_FIXED0,
     IA32_VMX_CR4_FIXED1, IA32_VMX_EPT_VPID_CAP, IA32_VMX_MISC, IA32_VMX_PROCBASED_CTLS2,
@@ -14,7 +15,7 @@ use hv_stub::{policy, CpuCaps, MsrEntry};
 
 use crate::caps::{adjust_controls, detect};
 use crate::desc::{self, CODE64, DATA, HOST_TR};
-use crate::exits::{FixedCrs, CR4_OSXSAVE, CR4_VMXE};
+use crate::exits::{FixedCrs, CR0_PE, CR4_OSXSAVE, CR4_VMXE};
 use crate::hv::{fatal, GuestHas, GuestKind};
 use crate::vmcs::*;
 use crate::{cpu, say, vmx};
@@ -33,8 +34,6 @@ const OBSERVER_POLL_TICKS: u64 = 2000;
 const LINUX_POLL_TICKS: u64 = 50_000;
 pub const LOAD_AREA_SLOTS: usize = 8;
 pub const STACK: usize = 64 * 1024;
-const CR0_PE: u64 = 1;
-const CR0_PG: u64 = 1 << 31;
 pub const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
 
 /// Memory the processor owns in VMX operation, plus the exit and observer
