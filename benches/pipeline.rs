@@ -56,7 +56,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hv_stub::msr::index::IA32_LSTAR;
-use paced::PacedRelay;
+use paced::{Cut, PacedRelay};
 use pulse::engine::{Operation, Pending, Submitter};
 use pulse::{Engine, EngineConfig};
 use serialport::{SerialPort, TTYPort};
@@ -433,8 +433,18 @@ fn main() {
     let sim_paced = SimProcess::start(&["--listen", "127.0.0.1:0"]);
     let floor_tcp = FloorProcess::start("tcp");
     let floor_pty = FloorProcess::start("pty");
-    let relay_to_sim = PacedRelay::start(addr(&sim_paced.transport), LINE_BYTES_PER_S);
-    let relay_to_floor = PacedRelay::start(addr(&floor_tcp.transport), LINE_BYTES_PER_S);
+    let relay_to_sim = PacedRelay::start(
+        addr(&sim_paced.transport),
+        LINE_BYTES_PER_S,
+        Cut::Frames,
+        Cut::Frames,
+    );
+    let relay_to_floor = PacedRelay::start(
+        addr(&floor_tcp.transport),
+        LINE_BYTES_PER_S,
+        Cut::Fixed(request_bytes),
+        Cut::Fixed(answer_bytes),
+    );
 
     let tcp_engine = engine(&sim_tcp.transport);
     let pty_engine = engine(&sim_pty.transport);
