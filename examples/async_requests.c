@@ -377,7 +377,7 @@ static void busy_held(PPS_ENGINE engine)
     expect_shown("busy: PsRequestSubmit", PsRequestSubmit(write), PULSE_STATUS_REQUEST_BUSY);
     expect_shown("busy: PsRequestExecute", PsRequestExecute(write), PULSE_STATUS_REQUEST_BUSY);
     expect_shown("busy: PsRequestDestroy", PsRequestDestroy(write), PULSE_STATUS_REQUEST_BUSY);
-    expect_shown("busy: PsRequestGetMsrValue", PsRequestGetMsrValue(read, &value), PULSE_STATUS_REQUEST_BUSY);
+    expect_shown("busy: PsRequestGetMsrValue", PsRequestGetMsrValue(read, &value), PULSE_STATUS_INVALID_PARAMETER);
     expect_shown("busy: PsRequestWait(50 ms)", PsRequestWait(read, 50), PULSE_STATUS_TIMEOUT);
     expect_shown("busy: PsRequestGetStatus after Wait's TIMEOUT", PsRequestGetStatus(read), PULSE_STATUS_PENDING);
     check(value == 7, "a refused PsRequestGetMsrValue leaves *pMsrValue alone");

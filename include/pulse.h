@@ -76,8 +76,9 @@ typedef struct PS_REQUEST PS_REQUEST;
 
 /**
  * A status code: `PULSE_STATUS_SUCCESS` (0), an informational code that
- * is not an error (`PULSE_STATUS_BARRIER_ALREADY_OWNED`, 0x00000021), or
- * one of the `PULSE_STATUS_...` failure codes (0xC...) defined above.
+ * is not an error (`PULSE_STATUS_BARRIER_ALREADY_OWNED`, 0x00000021;
+ * `PULSE_STATUS_PENDING`, 0x00000103), or one of the `PULSE_STATUS_...`
+ * failure codes (0xC...) defined above.
  */
 typedef uint32_t PULSE_STATUS;
 
@@ -161,7 +162,10 @@ PULSE_STATUS EngCreateEngine(const struct PS_ENGINE_CONFIG *pConfig,
                              PPS_ENGINE *ppEngine);
 
 /**
- * Destroys an engine and closes its transport.
+ * Destroys an engine and closes its transport (a serial device is free
+ * for another engine when it returns). Requests still in flight complete
+ * with `DEVICE_CONNECTION_LOST`; request objects stay valid until
+ * `PsRequestDestroy`, and their later submissions fail the same way.
  *
  * Returns `PULSE_STATUS_SUCCESS`, or `PULSE_STATUS_INVALID_PARAMETER` if
  * `pEngine` is NULL.
@@ -346,8 +350,7 @@ PULSE_STATUS PsGetVersion(uint32_t *pMajor,
  * `PULSE_STATUS_INVALID_PARAMETER` (a NULL pointer),
  * `PULSE_STATUS_INSUFFICIENT_RESOURCES`. `*ppRequest` is written only on
  * success. Destroy it with `PsRequestDestroy`; it may outlive its engine
- * (it then completes, or fails to submit, with
- * `PULSE_STATUS_DEVICE_CONNECTION_LOST`).
+ * (see `EngDestroyEngine`).
  *
  * # Safety
  * `pEngine` must be NULL or a live handle from `EngCreateEngine`;
@@ -406,9 +409,9 @@ PULSE_STATUS PsRequestReadMsr(PPS_REQUEST pRequest,
  * Returns `PULSE_STATUS_SUCCESS`, `PULSE_STATUS_REQUEST_NOT_INITIALIZED`
  * (no operation assigned), `PULSE_STATUS_REQUEST_BUSY`,
  * `PULSE_STATUS_INVALID_PARAMETER` (`pRequest` is NULL), or what a
- * synchronous call would return for a link that cannot send
- * (`PULSE_STATUS_DEVICE_CONNECTION_LOST`); on a failure the request is
- * not busy.
+ * synchronous call would return when sending fails
+ * (`PULSE_STATUS_DEVICE_CONNECTION_LOST`, `PULSE_STATUS_WRITE_FAILED`);
+ * on a failure the request is completed with that status, not busy.
  *
  * # Safety
  * `pRequest` must be NULL or a live handle from `PsRequestCreate`.
@@ -449,10 +452,10 @@ PULSE_STATUS PsRequestGetStatus(PPS_REQUEST pRequest);
 /**
  * The value a completed read returned.
  *
- * Returns `PULSE_STATUS_SUCCESS` and stores it in `*pMsrValue`,
- * `PULSE_STATUS_REQUEST_BUSY`, or `PULSE_STATUS_INVALID_PARAMETER` (a NULL
- * pointer, or the request is not a read that completed with
- * `PULSE_STATUS_SUCCESS`). `*pMsrValue` is written only on success.
+ * Returns `PULSE_STATUS_SUCCESS` and stores it in `*pMsrValue`, or
+ * `PULSE_STATUS_INVALID_PARAMETER` (a NULL pointer, or the request is not
+ * a read that completed with `PULSE_STATUS_SUCCESS`: still busy, a
+ * write, or a failed read). `*pMsrValue` is written only on success.
  *
  * # Safety
  * `pRequest` must be NULL or a live handle from `PsRequestCreate`;

@@ -78,5 +78,5 @@ scripts/install.sh --prefix "$PWD/build/prefix" >/dev/null
 cmake -S examples -B build/examples -DCMAKE_BUILD_TYPE=Debug -DPULSE_INSTALL_PREFIX="$PWD/build/prefix" >/dev/null
 cmake --build build/examples --parallel 2 >/dev/null
 # Here the Bochs and msr-tools tests must run, not skip.
-PULSE_REQUIRE_BOCHS=1 PULSE_REQUIRE_MSR_TOOLS=1 ctest --test-dir build/examples --output-on-failure
+PULSE_REQUIRE_BOCHS=1 PULSE_REQUIRE_MSR_TOOLS=1 PULSE_REQUIRE_HV_STUB_SIM=1 ctest --test-dir build/examples --output-on-failure
 echo "== all tests passed"

@@ -19,8 +19,9 @@ mod request;
 pub use request::*;
 
 /// A status code: `PULSE_STATUS_SUCCESS` (0), an informational code that
-/// is not an error (`PULSE_STATUS_BARRIER_ALREADY_OWNED`, 0x00000021), or
-/// one of the `PULSE_STATUS_...` failure codes (0xC...) defined above.
+/// is not an error (`PULSE_STATUS_BARRIER_ALREADY_OWNED`, 0x00000021;
+/// `PULSE_STATUS_PENDING`, 0x00000103), or one of the `PULSE_STATUS_...`
+/// failure codes (0xC...) defined above.
 pub type PULSE_STATUS = u32;
 
 /// An engine: one session with one debuggee over one transport. Opaque.
@@ -309,7 +310,10 @@ unsafe fn release_handle<T>(handle: *mut T) {
     drop(unsafe { Box::from_raw(handle) });
 }
 
-/// Destroys an engine and closes its transport.
+/// Destroys an engine and closes its transport (a serial device is free
+/// for another engine when it returns). Requests still in flight complete
+/// with `DEVICE_CONNECTION_LOST`; request objects stay valid until
+/// `PsRequestDestroy`, and their later submissions fail the same way.
 ///
 /// Returns `PULSE_STATUS_SUCCESS`, or `PULSE_STATUS_INVALID_PARAMETER` if
 /// `pEngine` is NULL.

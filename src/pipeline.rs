@@ -128,6 +128,9 @@ enum Out {
     Split(Box<dyn Sender>),
     /// One handle for both directions, taken in turns.
     Turns(Arc<Mutex<Box<dyn Transport>>>),
+    /// The engine closed the link (its handle is released: a serial
+    /// device is free for the next engine at once).
+    Closed,
 }
 
 impl Out {
@@ -135,6 +138,9 @@ impl Out {
         match self {
             Out::Split(sender) => sender.send(bytes, deadline),
             Out::Turns(link) => link.lock().send(bytes, deadline),
+            Out::Closed => Err(LinkError::Lost(std::io::Error::other(
+                "the engine was destroyed",
+            ))),
         }
     }
 }
@@ -242,8 +248,9 @@ struct State {
     /// Requests in flight, by position.
     in_flight: VecDeque<InFlight>,
     queue: VecDeque<Queued>,
-    /// Set once the link is gone: everything fails at once from then on.
-    lost: bool,
+    /// Why the link is gone, once it is: everything fails at once from
+    /// then on.
+    lost: Option<Error>,
     capabilities: u32,
     stats: PipelineStats,
 }
@@ -254,7 +261,7 @@ type Outgoing = Vec<FrameBuf>;
 impl State {
     /// Queues a request and starts what can start.
     fn submit(&mut self, request: Message, ticket: Arc<Ticket>, out: &mut Outgoing) {
-        if self.lost {
+        if self.lost.is_some() {
             return ticket.complete(Err(Error::AlreadyLost));
         }
         self.queue.push_back(Queued { request, ticket });
@@ -263,7 +270,7 @@ impl State {
 
     /// Sends what the window and the session allow.
     fn pump(&mut self, now: Instant, out: &mut Outgoing) {
-        if self.lost || self.hello.is_some() {
+        if self.lost.is_some() || self.hello.is_some() {
             return;
         }
         loop {
@@ -315,9 +322,13 @@ impl State {
     /// Sends a Hello; `ticket` learns how it ended (the engine's first
     /// handshake waits on it; later ones have nobody waiting).
     fn start_hello(&mut self, now: Instant, ticket: Option<Arc<Ticket>>, out: &mut Outgoing) {
+        let ticket = ticket.unwrap_or_else(|| Ticket::new(now + self.timing.budget()));
+        if let Some(why) = &self.lost {
+            // E.g. a peer that hung up before the first Hello went out.
+            return ticket.complete(Err(why.duplicate()));
+        }
         self.session = None;
         self.stats.handshakes += 1;
-        let ticket = ticket.unwrap_or_else(|| Ticket::new(now + self.timing.budget()));
         // A fresh random SEQ per Hello: its answer cannot be mistaken for an
         // answer in an earlier session, nor its bytes for an earlier Hello.
         let base = crate::entropy::u64() as u16;
@@ -467,7 +478,7 @@ impl State {
     fn hello_failed_with(&mut self, hello: InFlight, error: Error) {
         self.fail_queue(|| error.duplicate());
         if error.ends_the_link() {
-            self.lost = true;
+            self.lost = Some(error.duplicate());
         }
         hello.ticket.complete(Err(error));
     }
@@ -526,7 +537,7 @@ impl State {
 
     /// The link is gone: every request fails, now and later.
     fn fail_all(&mut self, error: impl Fn() -> Error) {
-        self.lost = true;
+        self.lost.get_or_insert_with(&error);
         self.session = None;
         if let Some(hello) = self.hello.take() {
             hello.ticket.complete(Err(error()));
@@ -618,7 +629,7 @@ impl Pipeline {
             hello: None,
             in_flight: VecDeque::new(),
             queue: VecDeque::new(),
-            lost: false,
+            lost: None,
             capabilities: 0,
             stats: PipelineStats::default(),
         };
@@ -690,7 +701,7 @@ impl Pipeline {
 
     /// Whether the link is gone.
     pub fn is_lost(&self) -> bool {
-        self.shared.state.lock().lost
+        self.shared.state.lock().lost.is_some()
     }
 
     /// Capability bits of the current (or last) session's debuggee.
@@ -713,9 +724,14 @@ impl Pipeline {
             .state
             .lock()
             .fail_all(|| Error::ConnectionLost(std::io::Error::other("the engine was destroyed")));
-        if let Out::Split(sender) = &mut *self.shared.out.lock() {
+        let mut out = self.shared.out.lock();
+        if let Out::Split(sender) = &mut *out {
             sender.close();
         }
+        // Requests may outlive the engine and keep this pipeline alive:
+        // the link's handles go now (the I/O thread drops its own).
+        *out = Out::Closed;
+        drop(out);
         if let Some(io) = self.io.lock().take() {
             let _ = io.join();
         }

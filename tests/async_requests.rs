@@ -421,3 +421,46 @@ fn a_wrong_answer_fails_only_the_request_it_answers() {
         engine.stats()
     );
 }
+
+#[test]
+fn a_submitter_that_outlives_its_engine_does_not_hold_the_serial_device() {
+    let sim = PtySim::start();
+    let cfg = config(&sim.transport(), 1000, 3);
+    let engine = Engine::open(&cfg).expect("first engine");
+    let submitter = engine.submitter();
+    drop(engine);
+    // The device is free at once although a submitter of the old engine
+    // lives on (a serial port is opened exclusively).
+    let second = Engine::open(&cfg).expect("a second engine on the same device");
+    assert_eq!(second.write_msr(IA32_LSTAR, kernel_address(9)), Ok(()));
+    let late = submitter.submit(Operation::ReadMsr { msr: IA32_LSTAR });
+    assert_eq!(
+        late.outcome().map(|r| r.map_err(|e| e.status())),
+        Some(Err(Status::DEVICE_CONNECTION_LOST))
+    );
+}
+
+#[test]
+fn a_peer_that_hangs_up_at_once_is_connection_lost_not_a_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    // The hang-up may come before or after the Hello is sent: both ways
+    // the handshake ends with the lost link, at once.
+    for i in 0..40 {
+        let (result, elapsed) = timed(|| Engine::open(&config(&format!("tcp:{addr}"), 1000, 3)));
+        assert_eq!(
+            result.map(|_| ()).map_err(|e| e.status()),
+            Err(Status::DEVICE_CONNECTION_LOST),
+            "attempt {i}"
+        );
+        assert!(
+            elapsed < Duration::from_millis(500),
+            "attempt {i}: {elapsed:?}"
+        );
+    }
+}

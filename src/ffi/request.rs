@@ -119,8 +119,7 @@ unsafe fn assign(handle: PPS_REQUEST, operation: Operation) -> PULSE_STATUS {
 /// `PULSE_STATUS_INVALID_PARAMETER` (a NULL pointer),
 /// `PULSE_STATUS_INSUFFICIENT_RESOURCES`. `*ppRequest` is written only on
 /// success. Destroy it with `PsRequestDestroy`; it may outlive its engine
-/// (it then completes, or fails to submit, with
-/// `PULSE_STATUS_DEVICE_CONNECTION_LOST`).
+/// (see `EngDestroyEngine`).
 ///
 /// # Safety
 /// `pEngine` must be NULL or a live handle from `EngCreateEngine`;
@@ -224,9 +223,9 @@ pub unsafe extern "C" fn PsRequestReadMsr(pRequest: PPS_REQUEST, MsrNumber: u32)
 /// Returns `PULSE_STATUS_SUCCESS`, `PULSE_STATUS_REQUEST_NOT_INITIALIZED`
 /// (no operation assigned), `PULSE_STATUS_REQUEST_BUSY`,
 /// `PULSE_STATUS_INVALID_PARAMETER` (`pRequest` is NULL), or what a
-/// synchronous call would return for a link that cannot send
-/// (`PULSE_STATUS_DEVICE_CONNECTION_LOST`); on a failure the request is
-/// not busy.
+/// synchronous call would return when sending fails
+/// (`PULSE_STATUS_DEVICE_CONNECTION_LOST`, `PULSE_STATUS_WRITE_FAILED`);
+/// on a failure the request is completed with that status, not busy.
 ///
 /// # Safety
 /// `pRequest` must be NULL or a live handle from `PsRequestCreate`.
@@ -246,14 +245,18 @@ pub unsafe extern "C" fn PsRequestSubmit(pRequest: PPS_REQUEST) -> PULSE_STATUS 
             *stage = Stage::Busy(request.submitter.submit(operation));
             stage.settle();
             match stage {
-                // Refused before anything was sent: the link is gone.
+                // Sending failed (the link is gone, or the write to it
+                // failed): Submit reports it, and so does GetStatus.
                 Stage::Completed {
                     status, message, ..
-                } if *status == PulseStatus::DEVICE_CONNECTION_LOST => {
-                    let failure = (*status, std::mem::take(message));
-                    *stage = Stage::Ready(operation);
-                    remember(failure.1);
-                    Ok(failure.0)
+                } if [
+                    PulseStatus::DEVICE_CONNECTION_LOST,
+                    PulseStatus::WRITE_FAILED,
+                ]
+                .contains(status) =>
+                {
+                    remember(message.clone());
+                    Ok(*status)
                 }
                 _ => Ok(PulseStatus::SUCCESS),
             }
@@ -357,10 +360,10 @@ fn status_of_stage(stage: &Stage) -> Outcome {
 
 /// The value a completed read returned.
 ///
-/// Returns `PULSE_STATUS_SUCCESS` and stores it in `*pMsrValue`,
-/// `PULSE_STATUS_REQUEST_BUSY`, or `PULSE_STATUS_INVALID_PARAMETER` (a NULL
-/// pointer, or the request is not a read that completed with
-/// `PULSE_STATUS_SUCCESS`). `*pMsrValue` is written only on success.
+/// Returns `PULSE_STATUS_SUCCESS` and stores it in `*pMsrValue`, or
+/// `PULSE_STATUS_INVALID_PARAMETER` (a NULL pointer, or the request is not
+/// a read that completed with `PULSE_STATUS_SUCCESS`: still busy, a
+/// write, or a failed read). `*pMsrValue` is written only on success.
 ///
 /// # Safety
 /// `pRequest` must be NULL or a live handle from `PsRequestCreate`;
@@ -378,7 +381,9 @@ pub unsafe extern "C" fn PsRequestGetMsrValue(
                 return Err(null("pMsrValue"));
             }
             match stage {
-                Stage::Busy(_) => busy(),
+                Stage::Busy(_) => Err(Error::InvalidArgument(
+                    "the request is submitted and not completed yet".to_owned(),
+                )),
                 Stage::Completed {
                     value: Some(value), ..
                 } => {
