@@ -15,9 +15,12 @@
 //! * **Window**: writes per second with 1, 4, 16 and 64 requests in flight,
 //!   one thread submitting through `Submitter::submit` and waiting for the
 //!   oldest `Pending`, over TCP and over a pty to `hv-stub-sim` processes.
-//!   The floor is a bare client keeping as many exchanges in flight — 21
-//!   bytes out, 9 back, from the protocol crate — against a server process
-//!   that reads a request's bytes and writes an answer's (no protocol).
+//!   Beside it, a bare protocol client (the same frames, written straight
+//!   to the link by one thread, no libpulse) against another `hv-stub-sim`
+//!   process, and the floor: a bare client keeping as many exchanges in
+//!   flight — 21 bytes out, 9 back, from the protocol crate — against a
+//!   server process that answers every complete request it has read (no
+//!   protocol).
 //! * **Paced line**: the same through a relay that carries 11 520 bytes/s
 //!   each way (115 200 baud 8N1), against the line's ceiling for the
 //!   request direction (11 520 / 21 writes/s) and the bare client through
@@ -59,6 +62,7 @@ use hv_stub::msr::index::IA32_LSTAR;
 use paced::{Cut, PacedRelay};
 use pulse::engine::{Operation, Pending, Submitter};
 use pulse::{Engine, EngineConfig};
+use pulse_proto::{Decoder, Message, RawFrame, WireStatus, NO_SESSION, PROTOCOL_VERSION};
 use serialport::{SerialPort, TTYPort};
 use spread::{ratios, Spread};
 use support::SimProcess;
@@ -161,6 +165,149 @@ impl<S: Read + Write> Window for StreamWindow<S> {
             }
         }
         self.buffered -= self.answer_len;
+    }
+}
+
+/// A bare protocol client: the frames libpulse sends, built with the
+/// protocol crate and written straight to the link (no libpulse, no I/O
+/// thread), answers decoded and checked in order. It keeps at most the
+/// debuggee's window in flight, and opens a new session before the
+/// session's SEQs run out.
+struct ProtocolWindow<S> {
+    stream: S,
+    decoder: Decoder,
+    inbox: Vec<u8>,
+    answers: VecDeque<RawFrame>,
+    session: u8,
+    base: u16,
+    window: usize,
+    /// The position of the next request in the session (the Hello is 0).
+    next: u16,
+    /// Positions sent and not answered, oldest first.
+    outstanding: VecDeque<u16>,
+    /// Answers taken early (before a new session) and not yet reported.
+    taken_early: usize,
+}
+
+/// Requests per session before the bare client opens a new one (a session
+/// holds `SESSION_REQUESTS`).
+const BARE_SESSION_REQUESTS: u16 = 60_000;
+
+impl<S: Read + Write> ProtocolWindow<S> {
+    fn new(stream: S) -> Rc<RefCell<ProtocolWindow<S>>> {
+        let mut link = ProtocolWindow {
+            stream,
+            decoder: Decoder::new(),
+            inbox: vec![0; 4096],
+            answers: VecDeque::new(),
+            session: NO_SESSION,
+            base: 0,
+            window: 0,
+            next: 0,
+            outstanding: VecDeque::new(),
+            taken_early: 0,
+        };
+        link.handshake();
+        Rc::new(RefCell::new(link))
+    }
+
+    fn handshake(&mut self) {
+        // A fresh SEQ for every Hello: the same one again would be taken
+        // for a retransmission of the last.
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u16;
+        let mut base = clock ^ 0x5A5A;
+        if base == self.base {
+            base = base.wrapping_add(1);
+        }
+        let hello = Message::Hello {
+            version: PROTOCOL_VERSION,
+            nonce: 0x0B0E_5A5A,
+        };
+        self.write(hello.to_frame(NO_SESSION, base).as_bytes());
+        let ack = self.next_answer();
+        assert_eq!(ack.seq, base, "the HelloAck answers this Hello");
+        match Message::parse(&ack) {
+            Ok(Message::HelloAck { window, .. }) => self.window = usize::from(window),
+            other => panic!("expected a HelloAck, got {other:?}"),
+        }
+        self.session = ack.session;
+        self.base = base;
+        self.next = 1;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("bare client send");
+    }
+
+    fn next_answer(&mut self) -> RawFrame {
+        while self.answers.is_empty() {
+            let n = match self.stream.read(&mut self.inbox) {
+                Ok(0) | Err(_) => panic!("hv-stub-sim stopped answering the bare client"),
+                Ok(n) => n,
+            };
+            let answers = &mut self.answers;
+            self.decoder
+                .feed(&self.inbox[..n], |f| answers.push_back(f));
+        }
+        self.answers.pop_front().unwrap()
+    }
+
+    /// Waits for the oldest outstanding write's answer and checks it.
+    fn take_answer(&mut self) {
+        let k = self.outstanding.pop_front().expect("a request in flight");
+        let answer = self.next_answer();
+        assert_eq!(
+            (answer.session, answer.seq),
+            (self.session, self.base.wrapping_add(k)),
+            "answers come in order"
+        );
+        assert!(
+            matches!(
+                Message::parse(&answer),
+                Ok(Message::WriteAck {
+                    status: WireStatus::Ok
+                })
+            ),
+            "the write succeeded"
+        );
+    }
+}
+
+impl<S: Read + Write> Window for ProtocolWindow<S> {
+    fn send(&mut self) {
+        if self.next >= BARE_SESSION_REQUESTS {
+            while !self.outstanding.is_empty() {
+                self.take_answer();
+                self.taken_early += 1;
+            }
+            self.handshake();
+        }
+        // Beyond the window, wait as libpulse's queue does.
+        while self.outstanding.len() >= self.window {
+            self.take_answer();
+            self.taken_early += 1;
+        }
+        let k = self.next;
+        self.next += 1;
+        let request = Message::WriteMsr {
+            cpu: 0,
+            msr: IA32_LSTAR,
+            value: value(u64::from(k)),
+        };
+        let frame = request.to_frame(self.session, self.base.wrapping_add(k));
+        self.write(frame.as_bytes());
+        self.outstanding.push_back(k);
+    }
+
+    fn receive(&mut self) {
+        if self.taken_early > 0 {
+            self.taken_early -= 1;
+        } else {
+            self.take_answer();
+        }
     }
 }
 
@@ -326,6 +473,7 @@ fn add_window_rows(
     rows: &mut Vec<Row>,
     link: &str,
     libpulse: &Rc<RefCell<EngineWindow>>,
+    bare: &Rc<RefCell<impl Window + 'static>>,
     floor: &Rc<RefCell<impl Window + 'static>>,
 ) {
     for w in WINDOWS {
@@ -334,6 +482,7 @@ fn add_window_rows(
             Rc::clone(floor),
             w,
         ));
+        rows.push(windowed_row(format!("bare {link} {w}"), Rc::clone(bare), w));
         rows.push(windowed_row(
             format!("libpulse {link} {w}"),
             Rc::clone(libpulse),
@@ -431,6 +580,8 @@ fn main() {
     let sim_tcp = SimProcess::start(&["--listen", "127.0.0.1:0"]);
     let sim_pty = SimProcess::start(&["--pty"]);
     let sim_paced = SimProcess::start(&["--listen", "127.0.0.1:0"]);
+    let sim_tcp_bare = SimProcess::start(&["--listen", "127.0.0.1:0"]);
+    let sim_pty_bare = SimProcess::start(&["--pty"]);
     let floor_tcp = FloorProcess::start("tcp");
     let floor_pty = FloorProcess::start("pty");
     let relay_to_sim = PacedRelay::start(
@@ -456,12 +607,14 @@ fn main() {
         &mut window_rows,
         "TCP",
         &EngineWindow::new(&tcp_engine),
+        &ProtocolWindow::new(tcp_client(&sim_tcp_bare.transport)),
         &StreamWindow::new(tcp_client(&floor_tcp.transport)),
     );
     add_window_rows(
         &mut window_rows,
         "pty",
         &EngineWindow::new(&pty_engine),
+        &ProtocolWindow::new(pty_client(&sim_pty_bare.transport)),
         &StreamWindow::new(pty_client(&floor_pty.transport)),
     );
 
@@ -559,17 +712,20 @@ fn main() {
     println!();
     println!("### Writes per second with N requests in flight (hv-stub-sim processes)");
     println!();
-    println!("| link | in flight | libpulse writes/s | floor writes/s | libpulse / floor | libpulse / libpulse with 1 in flight |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| link | in flight | libpulse writes/s | bare protocol client writes/s | floor writes/s | libpulse / bare client | libpulse / floor | libpulse / libpulse with 1 in flight |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for link in ["TCP", "pty"] {
         let one = find(&window_rows, &format!("libpulse {link} 1"));
         for w in WINDOWS {
             let row = find(&window_rows, &format!("libpulse {link} {w}"));
             let floor = find(&window_rows, &format!("floor {link} {w}"));
+            let bare = find(&window_rows, &format!("bare {link} {w}"));
             println!(
-                "| {link} | {w} | {} | {} | {} | {} |",
+                "| {link} | {w} | {} | {} | {} | {} | {} | {} |",
                 spread(row, 0),
+                spread(bare, 0),
                 spread(floor, 0),
+                ratio(row, bare),
                 ratio(row, floor),
                 ratio(row, one)
             );
