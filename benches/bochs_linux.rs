@@ -24,7 +24,6 @@ mod spread;
 mod wire;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bochs::linux::{self, Report};
@@ -161,15 +160,7 @@ fn observer_round(rows: &mut Rows) {
 fn echo_round(rows: &mut Rows) {
     let port = free_port();
     let vm = linux::boot_image_like_linux(&bochs::echo_image(), port);
-    vm.wait_from(0, bochs::BOOT_TIMEOUT, |l| l.contains("waiting for client"))
-        .expect("Bochs listens on COM1");
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect COM1");
-    stream.set_nodelay(true).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    vm.wait_from(0, bochs::BOOT_TIMEOUT, |l| l.trim_end().ends_with("READY"))
-        .expect("echo image READY");
+    let mut stream = vm.connect_echo(port, Duration::from_secs(10));
     let (write_out, write_back) = wire::write_exchange();
     let (read_out, read_back) = wire::read_exchange();
     for (out, back, row) in [

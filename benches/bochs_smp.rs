@@ -73,15 +73,7 @@ fn rate(mut op: impl FnMut(u32)) -> f64 {
 fn boot_floor() -> (Bochs, TcpStream) {
     let port = free_port();
     let vm = Bochs::start_image(&bochs::echo_image(), Com1::TcpServer(port));
-    vm.wait_from(0, bochs::BOOT_TIMEOUT, |l| l.contains("waiting for client"))
-        .expect("Bochs listens on COM1");
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect COM1");
-    stream.set_nodelay(true).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    vm.wait_from(0, bochs::BOOT_TIMEOUT, |l| l.trim_end().ends_with("READY"))
-        .expect("floor image READY");
+    let stream = vm.connect_echo(port, Duration::from_secs(5));
     (vm, stream)
 }
 

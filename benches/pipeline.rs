@@ -818,15 +818,7 @@ fn bochs_hv_round(budget: Duration, backwards: bool) -> (f64, Vec<f64>) {
 fn bochs_floor_round(budget: Duration, backwards: bool) -> Vec<f64> {
     let port = bochs::free_port();
     let vm = bochs::Bochs::start_image(&bochs::echo_image(), bochs::Com1::TcpServer(port));
-    vm.wait_from(0, bochs::BOOT_TIMEOUT, |l| l.contains("waiting for client"))
-        .expect("Bochs listens on COM1");
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect COM1");
-    stream.set_nodelay(true).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    vm.wait_from(0, bochs::BOOT_TIMEOUT, |l| l.trim_end().ends_with("READY"))
-        .expect("floor image READY");
+    let stream = vm.connect_echo(port, Duration::from_secs(5));
     let (out, back) = wire::write_exchange();
     // The echo image's format: length, answer length, filler.
     let mut message = vec![0x5Au8; out];

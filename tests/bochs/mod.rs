@@ -277,6 +277,21 @@ impl Bochs {
         )
     }
 
+    /// Connects to the UART echo image (the benches' floor) booted with
+    /// COM1 as a TCP server on `port`, once it is ready: no Nagle, reads
+    /// bounded by `read_timeout`.
+    #[allow(dead_code)] // Only the benches boot the echo image.
+    pub fn connect_echo(&self, port: u16, read_timeout: Duration) -> std::net::TcpStream {
+        self.wait_from(0, BOOT_TIMEOUT, |l| l.contains("waiting for client"))
+            .expect("Bochs listens on COM1");
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect COM1");
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(read_timeout)).unwrap();
+        self.wait_from(0, BOOT_TIMEOUT, |l| l.trim_end().ends_with("READY"))
+            .expect("echo image READY");
+        stream
+    }
+
     /// Waits for READY and returns what the guest observed at start:
     /// MSR -> value for each present MSR (ABSENT ones are left out).
     pub fn wait_ready(&self) -> BTreeMap<u32, u64> {
