@@ -68,8 +68,9 @@ static HELD_BYTES: Held = Held {
     held: AtomicUsize::new(0),
 };
 
-/// While waiting for another processor: moves what COM1 received into the
-/// held bytes (dropped when full; the client sends it again).
+/// While waiting for another processor, or for the transmitter: moves what
+/// COM1 received into the held bytes (dropped when full; the client sends
+/// it again).
 pub fn hold_incoming() {
     let held = &HELD_BYTES;
     while let Some(byte) = uart::try_read_com1() {
@@ -109,9 +110,10 @@ impl Link {
     }
 
     /// Drains COM1 into the request handler. Once a byte arrives, keeps
-    /// polling until the response is out and the line is quiet (the client
-    /// is stop-and-wait), or until the line stays idle. Returns whether any
-    /// byte arrived.
+    /// polling until a response is out and the line is quiet at that
+    /// moment, or until the line stays idle; with several requests in
+    /// flight the next exit's poll picks up the following ones, before the
+    /// receive FIFO can fill. Returns whether any byte arrived.
     pub fn serve(&mut self) -> bool {
         let Some(uart) = self.uart.as_mut() else {
             return false;
@@ -124,7 +126,10 @@ impl Link {
                 active = true;
                 idle = 0;
                 self.stub.feed(&[byte], |response| {
-                    uart.write_all(response);
+                    // Requests keep arriving while answers go out (several
+                    // in flight): what arrives meanwhile is held, so a
+                    // burst of answers cannot overflow the receive FIFO.
+                    uart.write_all_while(response, hold_incoming);
                     replied = true;
                 });
                 continue;

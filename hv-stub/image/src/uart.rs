@@ -57,8 +57,17 @@ impl Uart {
     }
 
     pub fn write_all(&mut self, bytes: &[u8]) {
+        self.write_all_while(bytes, || {});
+    }
+
+    /// Writes `bytes`, calling `waiting` while the transmitter is busy (to
+    /// drain the receiver meanwhile: the 16-byte receive FIFO fills as fast
+    /// as the transmitter empties).
+    pub fn write_all_while(&mut self, bytes: &[u8], mut waiting: impl FnMut()) {
         for &b in bytes {
-            while inb(self.base + LSR) & LSR_THR_EMPTY == 0 {}
+            while inb(self.base + LSR) & LSR_THR_EMPTY == 0 {
+                waiting();
+            }
             outb(self.base + THR_RBR, b);
         }
     }
