@@ -41,6 +41,8 @@ mod support;
 #[path = "../tests/bochs/mod.rs"]
 mod bochs;
 
+#[path = "common/floor_process.rs"]
+mod floor_process;
 #[path = "common/paced.rs"]
 mod paced;
 #[path = "common/spread.rs"]
@@ -52,12 +54,12 @@ mod wire;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use floor_process::FloorProcess;
 use hv_stub::msr::index::IA32_LSTAR;
 use paced::{Cut, PacedRelay};
 use pulse::engine::{Operation, Pending, Submitter};
@@ -414,40 +416,6 @@ fn floor_server_main(kind: &str) -> ! {
         other => panic!("unknown floor server kind {other}"),
     }
     std::process::exit(0)
-}
-
-/// This bench binary started as a floor server; killed on drop.
-struct FloorProcess {
-    child: Child,
-    transport: String,
-}
-
-impl FloorProcess {
-    fn start(kind: &str) -> FloorProcess {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--floor-server", kind])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the floor server process");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let transport = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("floor server said {line:?}"))
-            .to_owned();
-        FloorProcess { child, transport }
-    }
-}
-
-impl Drop for FloorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 // ---------------------------------------------------------------------------

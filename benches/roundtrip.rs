@@ -26,6 +26,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/floor_process.rs"]
+mod floor_process;
 #[path = "common/rate.rs"]
 mod rate;
 #[path = "common/spread.rs"]
@@ -33,11 +35,11 @@ mod spread;
 #[path = "common/wire.rs"]
 mod wire;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use floor_process::FloorProcess;
 use hv_stub::msr::index::IA32_LSTAR;
 use hv_stub::CpuCaps;
 use pulse::{Engine, EngineConfig};
@@ -107,40 +109,6 @@ fn floor_server_main(kind: &str) -> ! {
         other => panic!("unknown floor server kind {other}"),
     }
     std::process::exit(0)
-}
-
-/// This bench binary started as a floor server; killed on drop.
-struct FloorProcess {
-    child: Child,
-    transport: String,
-}
-
-impl FloorProcess {
-    fn start(kind: &str) -> FloorProcess {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--floor-server", kind])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the floor server process");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let transport = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("floor server said {line:?}"))
-            .to_owned();
-        FloorProcess { child, transport }
-    }
-}
-
-impl Drop for FloorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The floor's client side of a link.
