@@ -27,8 +27,8 @@ use parking_lot::{Condvar, Mutex};
 use pulse_proto::auth::{Direction, NONCE_LEN};
 use pulse_proto::message::{kind, Message, NakReason};
 use pulse_proto::{
-    Decoder, DecoderStats, FrameBuf, Psk, RawFrame, SessionKeys, MAX_WINDOW, NO_SESSION,
-    PROTOCOL_VERSION, SESSION_REQUESTS,
+    Decoder, DecoderStats, ExpandedKeys, FrameBuf, Psk, RawFrame, SessionKeys, MAX_WINDOW,
+    NO_SESSION, PROTOCOL_VERSION, SESSION_REQUESTS,
 };
 
 use crate::error::Error;
@@ -171,7 +171,7 @@ impl In {
 }
 
 /// How the answers to a request in flight are protected.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Opening {
     Plain,
     /// An AuthHello with the client's `nonce`: the AuthHelloAck must open
@@ -180,14 +180,15 @@ enum Opening {
         key: Psk,
         nonce: [u8; NONCE_LEN],
     },
-    /// A request of an authenticated session at position `k`.
+    /// A request of an authenticated session at position `k` (the
+    /// session's keys, expanded once for all its frames).
     Sealed {
-        keys: SessionKeys,
+        keys: Arc<ExpandedKeys>,
         k: u16,
     },
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Session {
     id: u8,
     /// The Hello's SEQ: request `k` carries `base + k`.
@@ -195,7 +196,9 @@ struct Session {
     /// Position of the next request (1 ..= SESSION_REQUESTS; beyond that
     /// the session is used up).
     next: u32,
-    keys: Option<SessionKeys>,
+    /// An authenticated session's keys, with their AES key schedules done
+    /// once for the session, not per frame.
+    keys: Option<Arc<ExpandedKeys>>,
     /// Requests that may be in flight at once.
     window: usize,
 }
@@ -296,11 +299,14 @@ impl State {
             let k = session.next as u16;
             session.next += 1;
             let seq = session.base.wrapping_add(k);
-            let (frame, opening) = match session.keys {
+            let (frame, opening) = match &session.keys {
                 None => (request.to_frame(session.id, seq), Opening::Plain),
                 Some(keys) => (
                     keys.seal(Direction::ToDebuggee, &request, session.id, seq, k),
-                    Opening::Sealed { keys, k },
+                    Opening::Sealed {
+                        keys: Arc::clone(keys),
+                        k,
+                    },
                 ),
             };
             out.push(frame);
@@ -382,16 +388,21 @@ impl State {
             }
             return self.pump(now, out);
         }
-        let Some(session) = self.session.filter(|s| s.id == frame.session) else {
+        let Some((id, base)) = self
+            .session
+            .as_ref()
+            .filter(|s| s.id == frame.session)
+            .map(|s| (s.id, s.base))
+        else {
             self.stats.unmatched_answers += 1;
             return;
         };
-        let k = frame.seq.wrapping_sub(session.base);
+        let k = frame.seq.wrapping_sub(base);
         let Some(at) = self.in_flight.iter().position(|r| r.k == k) else {
             self.stats.unmatched_answers += 1;
             return;
         };
-        match judge(session.id, &self.in_flight[at], frame) {
+        match judge(id, &self.in_flight[at], frame) {
             Verdict::Ignore => self.stats.unmatched_answers += 1,
             Verdict::Answer(_, reply) => {
                 let done = self.in_flight.remove(at).expect("found");
@@ -410,7 +421,7 @@ impl State {
 
     fn hello_answered(&mut self, id: u8, reply: Message) {
         let hello = self.hello.take().expect("a handshake in flight");
-        let (version, capabilities, window, keys) = match (reply, hello.opening) {
+        let (version, capabilities, window, keys) = match (reply, hello.opening.clone()) {
             (
                 Message::HelloAck {
                     version,
@@ -431,7 +442,9 @@ impl State {
                 version,
                 capabilities,
                 window,
-                Some(SessionKeys::derive(&key, &nonce, &debuggee_nonce)),
+                Some(Arc::new(
+                    SessionKeys::derive(&key, &nonce, &debuggee_nonce).expand(),
+                )),
             ),
             _ => {
                 return self.hello_failed_with(
@@ -569,6 +582,8 @@ fn resend(r: &mut InFlight, timing: Timing, now: Instant, out: &mut Outgoing) {
 
 struct Shared {
     state: Mutex<State>,
+    /// The state's timing, readable without its lock (it never changes).
+    timing: Timing,
     out: Mutex<Out>,
     closing: AtomicBool,
 }
@@ -579,7 +594,7 @@ impl Shared {
         if frames.is_empty() {
             return;
         }
-        let per_attempt = self.state.lock().timing.per_attempt;
+        let per_attempt = self.timing.per_attempt;
         let mut out = self.out.lock();
         for frame in frames {
             match out.send(frame.as_bytes(), Instant::now() + per_attempt) {
@@ -635,6 +650,7 @@ impl Pipeline {
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
+            timing,
             out: Mutex::new(out),
             closing: AtomicBool::new(false),
         });
@@ -694,8 +710,7 @@ impl Pipeline {
     /// ignored.
     pub fn expire_if_late(&self, ticket: &Ticket) {
         if !ticket.is_done() && Instant::now() >= ticket.deadline + GRACE {
-            let timing = self.shared.state.lock().timing;
-            ticket.complete(Err(timing.timed_out()));
+            ticket.complete(Err(self.shared.timing.timed_out()));
         }
     }
 
