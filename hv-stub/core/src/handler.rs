@@ -572,10 +572,6 @@ impl<P: Processors> Stub<P> {
             }
             _ => return Some(self.nak(frame, NakReason::BadPayload)),
         }
-        if let Some(previous) = self.session {
-            self.recent_sessions.push(previous.id);
-            self.recent_hellos.push((previous.base, previous.hello.crc));
-        }
         let id = self.draw_session();
         self.stats.handshakes += 1;
         let ack = Message::HelloAck {
@@ -588,7 +584,7 @@ impl<P: Processors> Stub<P> {
             crc: frame.crc,
             response: ack.to_frame(id, frame.seq),
         };
-        self.session = Some(Session {
+        self.install(Session {
             id,
             base: frame.seq,
             hello,
@@ -596,8 +592,20 @@ impl<P: Processors> Stub<P> {
             keys: None,
             handshake: 0,
         });
-        self.stats.held_discarded += self.window.reset();
         Some(hello.response)
+    }
+
+    /// Makes `session` the current one, with an empty window; returns the
+    /// one it replaces, whose number and Hello are remembered so that
+    /// neither is issued or opened again.
+    fn install(&mut self, session: Session) -> Option<Session> {
+        let previous = self.session.replace(session);
+        if let Some(previous) = previous {
+            self.recent_sessions.push(previous.id);
+            self.recent_hellos.push((previous.base, previous.hello.crc));
+        }
+        self.stats.held_discarded += self.window.reset();
+        previous
     }
 
     /// An AuthHello: answers it with a fresh nonce and an AuthHelloAck
@@ -694,13 +702,10 @@ impl<P: Processors> Stub<P> {
             }
             Which::Pending => {
                 // The client has proven the key: its session takes over.
-                if let Some(previous) = self.session.take() {
-                    self.recent_sessions.push(previous.id);
-                    self.recent_hellos.push((previous.base, previous.hello.crc));
+                if let Some(previous) = self.install(session) {
                     self.replaced = Some(previous);
                 }
-                self.session = self.pending.take();
-                self.stats.held_discarded += self.window.reset();
+                self.pending = None;
                 self.stats.handshakes += 1;
             }
             Which::Current => {}
