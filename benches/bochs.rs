@@ -25,7 +25,7 @@ mod spread;
 #[path = "common/wire.rs"]
 mod wire;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use bochs::{free_port, open_engine, Bochs, Com1};
@@ -77,21 +77,12 @@ fn floor_round(exchanges: &[(usize, usize)]) -> Vec<f64> {
     exchanges
         .iter()
         .map(|&(out, back)| {
-            // The floor image's format: length, answer length, filler.
-            let mut message = vec![0x5Au8; out];
-            message[0] = u8::try_from(out).expect("a frame is shorter than 256 bytes");
-            message[1] = u8::try_from(back).expect("a frame is shorter than 256 bytes");
+            let message = bochs::echo_message(out, back);
             let mut answer = vec![0u8; back];
             let t = Instant::now();
             for _ in 0..N {
                 stream.write_all(&message).unwrap();
-                let mut got = 0;
-                while got < answer.len() {
-                    if got > 0 {
-                        pulse::sys::tcp_quickack(&stream);
-                    }
-                    got += stream.read(&mut answer[got..]).unwrap();
-                }
+                bochs::echo_answer(&stream, &mut answer);
             }
             f64::from(N) / t.elapsed().as_secs_f64()
         })

@@ -23,7 +23,7 @@ mod spread;
 #[path = "common/wire.rs"]
 mod wire;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use bochs::linux::{self, Report};
@@ -167,21 +167,12 @@ fn echo_round(rows: &mut Rows) {
         (write_out as u8, write_back as u8, &mut rows.echo_write),
         (read_out as u8, read_back as u8, &mut rows.echo_read),
     ] {
-        // The echo image's format: length, answer length, filler.
-        let mut message = vec![0x5Au8; usize::from(out)];
-        message[0] = out;
-        message[1] = back;
+        let message = bochs::echo_message(out.into(), back.into());
         let mut answer = vec![0u8; usize::from(back)];
         let t = Instant::now();
         for _ in 0..N {
             stream.write_all(&message).unwrap();
-            let mut got = 0;
-            while got < answer.len() {
-                if got > 0 {
-                    pulse::sys::tcp_quickack(&stream);
-                }
-                got += stream.read(&mut answer[got..]).unwrap();
-            }
+            bochs::echo_answer(&stream, &mut answer);
         }
         row.push(f64::from(N) / t.elapsed().as_secs_f64());
     }

@@ -28,7 +28,7 @@ mod spread;
 #[path = "common/wire.rs"]
 mod wire;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
@@ -79,20 +79,11 @@ fn boot_floor() -> (Bochs, TcpStream) {
 
 /// Exchanges of a write's bytes with the echo image, per second.
 fn floor_rate(mut stream: &TcpStream, (out, back): (usize, usize)) -> f64 {
-    // The echo image's format: length, answer length, filler.
-    let mut message = vec![0x5Au8; out];
-    message[0] = u8::try_from(out).expect("a frame is shorter than 256 bytes");
-    message[1] = u8::try_from(back).expect("a frame is shorter than 256 bytes");
+    let message = bochs::echo_message(out, back);
     let mut answer = vec![0u8; back];
     rate(|_| {
         stream.write_all(&message).unwrap();
-        let mut got = 0;
-        while got < answer.len() {
-            if got > 0 {
-                pulse::sys::tcp_quickack(stream);
-            }
-            got += stream.read(&mut answer[got..]).unwrap();
-        }
+        bochs::echo_answer(stream, &mut answer);
     })
 }
 

@@ -328,16 +328,7 @@ impl Window for EchoWindow {
     }
 
     fn receive(&mut self) {
-        let mut got = 0;
-        while got < self.answer.len() {
-            if got > 0 {
-                pulse::sys::tcp_quickack(&self.stream);
-            }
-            match self.stream.read(&mut self.answer[got..]) {
-                Ok(0) | Err(_) => panic!("the echo image stopped answering"),
-                Ok(n) => got += n,
-            }
-        }
+        bochs::echo_answer(&self.stream, &mut self.answer);
     }
 }
 
@@ -788,13 +779,9 @@ fn bochs_floor_round(budget: Duration, backwards: bool) -> Vec<f64> {
     let vm = bochs::Bochs::start_image(&bochs::echo_image(), bochs::Com1::TcpServer(port));
     let stream = vm.connect_echo(port, Duration::from_secs(5));
     let (out, back) = wire::write_exchange();
-    // The echo image's format: length, answer length, filler.
-    let mut message = vec![0x5Au8; out];
-    message[0] = u8::try_from(out).expect("a frame is shorter than 256 bytes");
-    message[1] = u8::try_from(back).expect("a frame is shorter than 256 bytes");
     let mut link = EchoWindow {
         stream,
-        message,
+        message: bochs::echo_message(out, back),
         answer: vec![0; back],
     };
     in_order(&BOCHS_WINDOWS, backwards, |w| {

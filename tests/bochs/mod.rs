@@ -537,3 +537,30 @@ impl Drop for Relay {
         }
     }
 }
+
+/// A message for the UART echo image (the benches' floor): `out` bytes
+/// (its length, the answer's length, filler) that ask for `back` bytes.
+#[allow(dead_code)] // Only the benches talk to the echo image.
+pub fn echo_message(out: usize, back: usize) -> Vec<u8> {
+    let mut message = vec![0x5Au8; out];
+    message[0] = u8::try_from(out).expect("a frame is shorter than 256 bytes");
+    message[1] = u8::try_from(back).expect("a frame is shorter than 256 bytes");
+    message
+}
+
+/// Reads the echo image's answer into `answer` (its whole length),
+/// acknowledging a partial answer at once as libpulse's TCP transport does.
+#[allow(dead_code)] // Only the benches talk to the echo image.
+pub fn echo_answer(mut stream: &std::net::TcpStream, answer: &mut [u8]) {
+    use std::io::Read;
+    let mut got = 0;
+    while got < answer.len() {
+        if got > 0 {
+            pulse::sys::tcp_quickack(stream);
+        }
+        match stream.read(&mut answer[got..]) {
+            Ok(0) | Err(_) => panic!("the echo image stopped answering"),
+            Ok(n) => got += n,
+        }
+    }
+}
